@@ -1,0 +1,1 @@
+//! Bedside TURN relay.
