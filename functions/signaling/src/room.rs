@@ -665,7 +665,11 @@ impl Room {
             );
             self.outputs.push_back(Output::Send { conn, frame });
         }
-        let welcome = self.welcome(slot, resumed);
+        let continue_from = match resume {
+            Some(from) if resumed => from,
+            _ => seq,
+        };
+        let welcome = self.welcome(slot, resumed, continue_from);
         self.outputs.push_back(Output::Send {
             conn,
             frame: welcome,
@@ -691,7 +695,7 @@ impl Room {
         self.update_phase(now, Some(slot));
     }
 
-    fn welcome(&self, slot: usize, resumed: bool) -> Frame {
+    fn welcome(&self, slot: usize, resumed: bool, last_seq: u64) -> Frame {
         let mut peers = String::from("[");
         for (i, s) in self.slots.iter().enumerate() {
             let state = match s.presence {
@@ -715,7 +719,7 @@ impl Room {
         FrameWriter::new("welcome", None, 128 + peers.len())
             .str("room", self.id.as_str())
             .raw("user", user)
-            .u64("seq", self.seq)
+            .u64("last_seq", last_seq)
             .bool("resumed", resumed)
             .raw("peers", &peers)
             .u64("ping_interval_ms", duration_ms(self.config.ping_interval))
@@ -764,6 +768,10 @@ impl Room {
 
     /// Hands out `seq` and delivers `frame` to every present participant except `from`.
     fn broadcast(&mut self, from: Option<usize>, seq: u64, frame: Frame) {
+        let recipient = |(i, s): (usize, &Slot)| Some(i) != from && s.presence != Presence::Absent;
+        if !self.slots.iter().enumerate().any(recipient) {
+            return;
+        }
         self.seq = seq;
         let (max_messages, max_bytes) = (
             self.config.replay_max_messages,
