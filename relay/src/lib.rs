@@ -46,6 +46,8 @@
     )
 )]
 
+pub mod config;
+pub mod net;
 pub mod proto;
 
 use std::fmt;
@@ -60,6 +62,12 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// A socket operation failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Certificates or keys could not be loaded, or TLS could not be set up.
+    #[error("tls error: {0}")]
+    Tls(String),
 }
 
 /// Wraps an address or a name so that logs show it only when PII logging is on.

@@ -318,10 +318,10 @@ pub struct Message<'a> {
     pub requested_transport: Option<u8>,
     /// REQUESTED-ADDRESS-FAMILY (1 = IPv4, 2 = IPv6).
     pub requested_family: Option<u8>,
-    /// EVEN-PORT was present.
-    pub even_port: bool,
-    /// RESERVATION-TOKEN was present.
-    pub reservation_token: bool,
+    /// EVEN-PORT, with its R bit (reserve the next port too).
+    pub even_port: Option<bool>,
+    /// RESERVATION-TOKEN.
+    pub reservation_token: Option<[u8; 8]>,
     /// DONT-FRAGMENT was present.
     pub dont_fragment: bool,
     /// CHANNEL-NUMBER.
@@ -374,8 +374,8 @@ impl<'a> Message<'a> {
             lifetime: None,
             requested_transport: None,
             requested_family: None,
-            even_port: false,
-            reservation_token: false,
+            even_port: None,
+            reservation_token: None,
             dont_fragment: false,
             channel_number: None,
             data: None,
@@ -447,8 +447,17 @@ impl<'a> Message<'a> {
             attr::REQUESTED_ADDRESS_FAMILY => {
                 self.requested_family = Some(*value.first().ok_or(Error::Malformed("family"))?);
             }
-            attr::EVEN_PORT => self.even_port = true,
-            attr::RESERVATION_TOKEN => self.reservation_token = true,
+            attr::EVEN_PORT => {
+                let flags = value
+                    .first()
+                    .ok_or(Error::Malformed("even-port is empty"))?;
+                self.even_port = Some(flags & 0x80 != 0);
+            }
+            attr::RESERVATION_TOKEN => {
+                let token = value.first_chunk::<8>().filter(|_| value.len() == 8);
+                let token = token.ok_or(Error::Malformed("reservation-token is not 8 bytes"))?;
+                self.reservation_token = Some(*token);
+            }
             attr::DONT_FRAGMENT => self.dont_fragment = true,
             attr::CHANNEL_NUMBER => {
                 let v = be_u32(value)?;

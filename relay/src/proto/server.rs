@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use crate::Pii;
 use crate::proto::auth::{self, NonceCheck, Nonces, Refusal, Secret};
@@ -34,6 +34,8 @@ const UDP: u8 = 17;
 const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 /// How many relay ports an Allocate tries before answering 508.
 const BIND_ATTEMPTS: u8 = 16;
+/// How long a port reserved by EVEN-PORT with the R bit is held (RFC 8656 suggests 30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// Headroom the caller leaves before a peer datagram so it can become a Data indication in place:
 /// STUN header, XOR-PEER-ADDRESS (IPv6) and the DATA attribute header.
 pub const PEER_HEADROOM: usize = codec::HEADER_LEN + 4 + 20 + 4;
@@ -298,8 +300,22 @@ pub struct Stats {
 }
 
 enum State {
-    Pending { tried: Vec<u16>, fingerprint: bool },
-    Active { response: Vec<u8> },
+    Pending {
+        tried: Vec<u16>,
+        fingerprint: bool,
+        /// EVEN-PORT was requested: retries pick even ports too.
+        even: bool,
+        /// RESERVATION-TOKEN to return for the port reserved after this one.
+        reservation: Option<[u8; 8]>,
+    },
+    Active {
+        response: Vec<u8>,
+    },
+}
+
+struct Reservation {
+    relay: SocketAddr,
+    expires: Duration,
 }
 
 struct Permission {
@@ -397,6 +413,7 @@ pub struct Server {
     by_tuple: FastMap<FiveTuple, AllocationId>,
     per_user: HashMap<Box<str>, usize>,
     used_ports: HashSet<(bool, u16)>,
+    reservations: HashMap<[u8; 8], Reservation>,
     unauthorized: HashMap<IpAddr, TokenBucket>,
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -425,6 +442,7 @@ impl Server {
             by_tuple: FastMap::default(),
             per_user: HashMap::new(),
             used_ports: HashSet::new(),
+            reservations: HashMap::new(),
             unauthorized: HashMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -538,10 +556,16 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&allocation) else {
             return;
         };
-        let State::Pending { tried, fingerprint } = &mut alloc.state else {
+        let State::Pending {
+            tried,
+            fingerprint,
+            even,
+            reservation,
+        } = &mut alloc.state
+        else {
             return;
         };
-        let fingerprint = *fingerprint;
+        let (fingerprint, even, reservation) = (*fingerprint, *even, *reservation);
         let reply = Reply {
             to: alloc.five_tuple,
             method: Method::Allocate,
@@ -554,10 +578,10 @@ impl Server {
             tried.push(alloc.relay.port());
             let attempts = tried.len();
             let (ip, key, name) = (alloc.relay.ip(), alloc.key, alloc.name.to_string());
-            let next = if attempts < usize::from(BIND_ATTEMPTS) {
-                self.pick_port(ip.is_ipv6())
-            } else {
-                None
+            let next = match (attempts < usize::from(BIND_ATTEMPTS), even) {
+                (false, _) => None,
+                (true, true) => self.pick_even_port(ip.is_ipv6(), false),
+                (true, false) => self.pick_port(ip.is_ipv6()),
             };
             let Some(port) = next else {
                 self.remove(allocation, None);
@@ -591,8 +615,11 @@ impl Server {
         let mut w = Writer::new(&mut data, Method::Allocate, Class::Success, reply.tid);
         w.xor_address(attr::XOR_RELAYED_ADDRESS, &advertised)
             .u32(attr::LIFETIME, lifetime)
-            .xor_address(attr::XOR_MAPPED_ADDRESS, &reply.to.client)
-            .integrity(&alloc.key);
+            .xor_address(attr::XOR_MAPPED_ADDRESS, &reply.to.client);
+        if let Some(token) = reservation {
+            w.attr(attr::RESERVATION_TOKEN, &token);
+        }
+        w.integrity(&alloc.key);
         if fingerprint {
             w.fingerprint();
         }
@@ -638,6 +665,14 @@ impl Server {
                 .retain(|c| now < c.expires + CHANNEL_COOLDOWN);
         }
         self.unauthorized.retain(|_, bucket| !bucket.is_full(now));
+        let used = &mut self.used_ports;
+        self.reservations.retain(|_, r| {
+            let keep = now < r.expires;
+            if !keep {
+                used.remove(&(r.relay.is_ipv6(), r.relay.port()));
+            }
+            keep
+        });
     }
 
     /// A TCP or TLS client connection closed: its allocation ends (RFC 8656 §3.1).
@@ -695,6 +730,35 @@ impl Server {
             .inspect(|port| {
                 self.used_ports.insert((v6, *port));
             })
+    }
+
+    /// An even port; with `pair`, one whose successor is free too (both are marked used).
+    fn pick_even_port(&mut self, v6: bool, pair: bool) -> Option<u16> {
+        let (lo, hi) = (*self.config.ports.start(), *self.config.ports.end());
+        let first = lo.checked_add(lo % 2)?;
+        if first > hi {
+            return None;
+        }
+        let slots = u64::from((hi - first) / 2) + 1;
+        let start = self.next_random() % slots;
+        let free = |s: &Self, port: u16| !s.used_ports.contains(&(v6, port));
+        let port = (0..slots)
+            .map(|i| first + 2 * ((start + i) % slots) as u16)
+            .find(|&p| free(self, p) && (!pair || (p < hi && free(self, p + 1))))?;
+        self.used_ports.insert((v6, port));
+        if pair {
+            self.used_ports.insert((v6, port + 1));
+        }
+        Some(port)
+    }
+
+    /// Holds `relay` for a later Allocate with the returned RESERVATION-TOKEN.
+    fn reserve(&mut self, relay: SocketAddr, now: Duration) -> [u8; 8] {
+        let token = self.next_random().to_be_bytes();
+        let expires = now + RESERVATION_LIFETIME;
+        self.reservations
+            .insert(token, Reservation { relay, expires });
+        token
     }
 
     fn advertised(&self, bound: SocketAddr) -> SocketAddr {
@@ -814,6 +878,15 @@ impl Server {
         {
             self.remove(id, Some(EndReason::Expired));
         }
+        trace!(
+            method = ?msg.method,
+            client = %Pii(from.client),
+            unknown = ?msg.unknown.as_slice(),
+            channel = ?msg.channel_number,
+            peer = ?msg.peers.first().map(Pii),
+            raw = ?msg.as_bytes(),
+            "request"
+        );
         let reply = Reply {
             to: from,
             method: msg.method,
@@ -856,24 +929,20 @@ impl Server {
             .username
             .and_then(auth::RestUsername::parse)
             .map(|u| u.name.to_owned());
-        if !msg.unknown.as_slice().is_empty() || msg.dont_fragment || msg.even_port {
+        if !msg.unknown.as_slice().is_empty() || msg.dont_fragment {
             let mut unknown = msg.unknown;
-            for (present, ty) in [
-                (msg.dont_fragment, attr::DONT_FRAGMENT),
-                (msg.even_port, attr::EVEN_PORT),
-            ] {
-                if present && !unknown.as_slice().contains(&ty) {
-                    unknown = with_unknown(unknown, ty);
-                }
+            if msg.dont_fragment && !unknown.as_slice().contains(&attr::DONT_FRAGMENT) {
+                unknown = with_unknown(unknown, attr::DONT_FRAGMENT);
             }
             return self.fail_allocate_with(reply, key, 420, name, |w| {
                 w.unknown_attributes(unknown.as_slice());
             });
         }
+        let token = msg.reservation_token;
         let code = match msg.requested_transport {
             None => Some(400),
-            Some(UDP) if msg.reservation_token && msg.requested_family.is_some() => Some(400),
-            Some(UDP) if msg.reservation_token => Some(508),
+            Some(UDP) if token.is_some() && msg.requested_family.is_some() => Some(400),
+            Some(UDP) if token.is_some() && msg.even_port.is_some() => Some(400),
             Some(UDP) => None,
             Some(_) => Some(442),
         };
@@ -889,7 +958,10 @@ impl Server {
             return self.fail_allocate(reply, key, 440, name);
         };
         let name = name.unwrap_or_default();
-        if self.draining || self.allocations.len() >= self.config.max_allocations {
+        if self.draining {
+            return self.fail_allocate(reply, key, 508, Some(name));
+        }
+        if self.allocations.len() >= self.config.max_allocations {
             self.stats.quota_rejections += 1;
             warn!(
                 max = self.config.max_allocations,
@@ -903,11 +975,34 @@ impl Server {
             warn!(max = self.config.max_allocations_per_user, name = %Pii(&name), "per-user allocation limit reached");
             return self.fail_allocate(reply, key, 486, Some(name));
         }
-        let Some(port) = self.pick_port(relay_ip.is_ipv6()) else {
+        let (relay, reservation) = match (token, msg.even_port) {
+            (Some(token), _) => match self.reservations.remove(&token) {
+                Some(reserved) if now < reserved.expires => (reserved.relay, None),
+                Some(reserved) => {
+                    self.used_ports
+                        .remove(&(reserved.relay.is_ipv6(), reserved.relay.port()));
+                    return self.fail_allocate(reply, key, 508, Some(name));
+                }
+                None => return self.fail_allocate(reply, key, 508, Some(name)),
+            },
+            (None, Some(pair)) => match self.pick_even_port(relay_ip.is_ipv6(), pair) {
+                Some(port) => {
+                    let reservation =
+                        pair.then(|| self.reserve(SocketAddr::new(relay_ip, port + 1), now));
+                    (SocketAddr::new(relay_ip, port), reservation)
+                }
+                None => (SocketAddr::new(relay_ip, 0), None),
+            },
+            (None, None) => match self.pick_port(relay_ip.is_ipv6()) {
+                Some(port) => (SocketAddr::new(relay_ip, port), None),
+                None => (SocketAddr::new(relay_ip, 0), None),
+            },
+        };
+        if relay.port() == 0 {
             self.stats.quota_rejections += 1;
             warn!("relay port range exhausted");
             return self.fail_allocate(reply, key, 508, Some(name));
-        };
+        }
 
         let id = AllocationId(self.next_id);
         self.next_id += 1;
@@ -920,7 +1015,6 @@ impl Server {
             .config
             .bandwidth
             .map(|rate| TokenBucket::new(rate, rate, now));
-        let relay = SocketAddr::new(relay_ip, port);
         *self.per_user.entry(name.as_str().into()).or_insert(0) += 1;
         self.by_tuple.insert(reply.to, id);
         self.allocations.insert(
@@ -937,6 +1031,8 @@ impl Server {
                 state: State::Pending {
                     tried: Vec::new(),
                     fingerprint: reply.fingerprint,
+                    even: msg.even_port.is_some(),
+                    reservation,
                 },
                 permissions: Vec::new(),
                 channels: Vec::new(),
@@ -1049,7 +1145,9 @@ impl Server {
         let (Some(number), Some(peer)) = (msg.channel_number, msg.peers.first()) else {
             return self.error(reply, key, 400, |_| {});
         };
-        if !(0x4000..=0x4FFF).contains(&number) {
+        // RFC 8656 narrowed channels to 0x4000..=0x4fff; RFC 5766 clients (coturn's among
+        // them) still pick from 0x4000..=0x7ffe, and ChannelData framing covers both.
+        if !(0x4000..=0x7FFE).contains(&number) {
             return self.error(reply, key, 400, |_| {});
         }
         if let Err(code) = self.check_peer(id, peer) {

@@ -511,7 +511,11 @@ fn channels_bind_relay_and_refuse_conflicting_rebinds() {
         Some(400),
         "below the channel range"
     );
-    assert_eq!(h.bind(T0, &mut c, 0x5000, a), Some(400), "reserved range");
+    assert_eq!(
+        h.bind(T0, &mut c, 0x7FFF, a),
+        Some(400),
+        "above the channel range"
+    );
     assert_eq!(h.bind(T0, &mut c, 0x4000, a), None);
     assert_eq!(
         h.channel_data(T0, &c, 0x4000, b"media"),
@@ -821,4 +825,59 @@ fn garbage_is_dropped_without_answers() {
         assert!(h.server.handle_client(T0, c.tuple, bytes).is_none());
         assert!(h.drain(T0).messages.is_empty());
     }
+}
+
+#[test]
+fn even_port_with_reservation_and_the_reserved_allocation() {
+    let mut h = Harness::new(Config {
+        ports: 50000..=50009,
+        ..config()
+    });
+    let mut rtp = client(40000);
+    let answer = h.call(T0, &mut rtp, Method::Allocate, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+        w.attr(attr::EVEN_PORT, &[0x80]);
+    });
+    let msg = answer.only();
+    let port = msg.xor_relayed.unwrap().port();
+    assert_eq!(port % 2, 0);
+    let token = msg.reservation_token.expect("a reservation token");
+
+    let mut rtcp = client(40001);
+    let answer = h.call(T0, &mut rtcp, Method::Allocate, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+        w.attr(attr::RESERVATION_TOKEN, &token);
+    });
+    assert_eq!(answer.only().xor_relayed.unwrap().port(), port + 1);
+
+    // A token works once, and an unknown one gets 508.
+    let answer = h.call(T0, &mut client(40002), Method::Allocate, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+        w.attr(attr::RESERVATION_TOKEN, &token);
+    });
+    assert_eq!(answer.code(), Some(508));
+}
+
+#[test]
+fn unused_reservations_expire_and_free_their_port() {
+    let mut h = Harness::new(Config {
+        ports: 50000..=50001,
+        ..config()
+    });
+    let answer = h.call(T0, &mut client(40000), Method::Allocate, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+        w.attr(attr::EVEN_PORT, &[0x80]);
+    });
+    assert_eq!(answer.only().xor_relayed.unwrap().port(), 50000);
+    let mut other = client(40001);
+    let plain = |w: &mut Writer<'_>| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+    };
+    assert_eq!(
+        h.call(T0, &mut other, Method::Allocate, plain).code(),
+        Some(508)
+    );
+    h.server.handle_timeout(T0 + secs(30));
+    let answer = h.call(T0 + secs(30), &mut other, Method::Allocate, plain);
+    assert_eq!(answer.only().xor_relayed.unwrap().port(), 50001);
 }
