@@ -220,7 +220,8 @@ def expect(api: Api, response: httpx.Response, status: int, code: str | None = N
     what = describe(response)
     assert response.status_code == status, f"expected {status} {code or ''}, got {what}"
     body = None
-    if response.content and "json" in response.headers.get("content-type", ""):
+    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if response.content and (media == "application/json" or media.endswith("+json")):
         body = response.json()
     if status >= 400:
         assert isinstance(body, dict) and isinstance(body.get("error"), dict), (
@@ -298,7 +299,7 @@ class Outbox:
         assert code in message.get("body", ""), f"code not in the message body: {message}"
         return code
 
-    def settle(self, to: str, purpose: str | None = None, wait: float = 0.3) -> int:
+    def settle(self, to: str, purpose: str | None = None, wait: float = 0.2) -> int:
         """Counts messages to `to` after giving an asynchronous sink time to write."""
         time.sleep(wait)
         return len(self.find(to, purpose))
@@ -511,7 +512,7 @@ def mfa(api: Api, mfa_token: str, **proof: str):
 
 
 def audit_export(api: Api, token: str, fmt: str | None = None) -> httpx.Response:
-    params = {"format": fmt} if fmt else None
+    params = {"format": fmt} if fmt is not None else None
     return api.get("/v1/me/audit", token=token, params=params)
 
 

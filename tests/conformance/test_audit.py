@@ -146,7 +146,7 @@ def test_no_secret_ever_appears_in_the_export(api: Api, accounts: Accounts, outb
 
 def test_csv_export(api: Api, accounts: Accounts) -> None:
     account = accounts.create(api)
-    expect(api, api.post("/v1/auth/logout", token=accounts.login(account)["access_token"]), 204)
+    expect(api, api.post("/v1/auth/logout", token=login(api, account)["access_token"]), 204)
     records = audit_records(api, account.access)
 
     response = audit_export(api, account.access, "csv")
