@@ -274,3 +274,21 @@ def test_audit_verify_names_the_first_broken_record(
     names_line = re.search(rf"\bline\D{{0,3}}{k + 1}\b", output, re.IGNORECASE)
     names_seq = any(re.search(rf"\bseq\D{{0,3}}{s}\b", output, re.IGNORECASE) for s in seqs)
     assert names_line or names_seq, f"expected line {k + 1} or seq {sorted(seqs)} named: {output}"
+
+
+def test_forwarded_headers_from_an_untrusted_client_are_ignored(api: Api, accounts: Accounts, config: Config) -> None:
+    if not config.own_addresses:
+        pytest.skip("the suite does not control client addresses here (behind a proxy)")
+    account = accounts.create(api)
+    spoofed = {"x-forwarded-for": "203.0.113.7", "forwarded": "for=203.0.113.7", "x-real-ip": "203.0.113.7"}
+    response = api.request(
+        "POST",
+        "/v1/auth/login",
+        json_body={"email": account.email, "password": WRONG_PASSWORD},
+        headers=spoofed,
+    )
+    expect(api, response, 401, "invalid_credentials")
+    records = audit_records(api, account.access)
+    failure = [r for r in records if r["type"] == "connection_failure"][-1]
+    assert api.address in failure["fields"]["client_address"], failure
+    assert "203.0.113.7" not in json.dumps(records)
