@@ -353,52 +353,9 @@ impl Room {
 
     /// Time has reached a deadline given by [`Output::Timeout`] (calling it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<(ConnId, Auth, Option<Instant>, Instant)> = self
-            .conns
-            .iter()
-            .map(|c| (c.id, c.auth, c.ping_sent, c.last_rx))
-            .collect();
-        for (conn, auth, ping_sent, last_rx) in due {
-            match auth {
-                Auth::AwaitingHello { deadline } | Auth::Verifying { deadline, .. } => {
-                    if deadline <= now {
-                        debug!(room = %self.id, %conn, "no authentication in time");
-                        self.refuse(
-                            conn,
-                            ErrorCode::AuthTimeout,
-                            "authenticate sooner",
-                            CloseCode::Timeout,
-                        );
-                        self.remove_conn(conn);
-                    }
-                }
-                Auth::Joined { slot } => self.heartbeat(now, conn, slot, ping_sent, last_rx),
-            }
-        }
-
-        let lost: Vec<usize> = (self.slots.iter().enumerate())
-            .filter(|(_, s)| matches!(s.presence, Presence::Reconnecting { until } if until <= now))
-            .map(|(i, _)| i)
-            .collect();
-        for slot in lost {
-            self.leave(now, slot, LeaveReason::ConnectionLost);
-        }
-
-        match self.phase {
-            Phase::Ringing { since, caller } if since + self.config.ring_timeout <= now => {
-                if let Some(s) = self.slots.get(caller) {
-                    let caller = s.user.clone();
-                    self.audit(now, AuditKind::RingingTimedOut { caller });
-                }
-                self.end(now, EndReason::RingTimeout);
-            }
-            Phase::Open { since } | Phase::Alone { since }
-                if since + self.config.idle_timeout <= now =>
-            {
-                self.end(now, EndReason::Idle);
-            }
-            _ => {}
-        }
+        self.expire_connections(now);
+        self.expire_places(now);
+        self.expire_phase(now);
     }
 
     /// The host ends the room (the session was cancelled, or the host shuts down).
@@ -445,6 +402,64 @@ impl Room {
             Phase::InCall | Phase::Ended => None,
         };
         conns.chain(slots).chain(phase).min()
+    }
+
+    /// Authentication deadlines and heartbeats.
+    fn expire_connections(&mut self, now: Instant) {
+        let due: Vec<(ConnId, Auth, Option<Instant>, Instant)> = (self.conns.iter())
+            .map(|c| (c.id, c.auth, c.ping_sent, c.last_rx))
+            .collect();
+        for (conn, auth, ping_sent, last_rx) in due {
+            match auth {
+                Auth::AwaitingHello { deadline } | Auth::Verifying { deadline, .. } => {
+                    if deadline <= now {
+                        let hello_timeout_ms = duration_ms(self.config.hello_timeout);
+                        warn!(room = %self.id, %conn, hello_timeout_ms, "no authentication in time");
+                        let (code, close) = (ErrorCode::AuthTimeout, CloseCode::Timeout);
+                        self.refuse(conn, code, "authenticate sooner", close);
+                        self.remove_conn(conn);
+                    }
+                }
+                Auth::Joined { slot } => self.heartbeat(now, conn, slot, ping_sent, last_rx),
+            }
+        }
+    }
+
+    /// Places held for disconnected participants whose grace period is over.
+    fn expire_places(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            let expired = self.slots.get(slot).is_some_and(
+                |s| matches!(s.presence, Presence::Reconnecting { until } if until <= now),
+            );
+            if expired {
+                let grace_ms = duration_ms(self.config.reconnect_grace);
+                warn!(room = %self.id, grace_ms, "participant did not come back in time");
+                self.leave(now, slot, LeaveReason::ConnectionLost);
+            }
+        }
+    }
+
+    /// Ringing and idle deadlines of the room itself.
+    fn expire_phase(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Ringing { since, caller } if since + self.config.ring_timeout <= now => {
+                let ring_timeout_ms = duration_ms(self.config.ring_timeout);
+                info!(room = %self.id, ring_timeout_ms, "nobody answered");
+                if let Some(s) = self.slots.get(caller) {
+                    let caller = s.user.clone();
+                    self.audit(now, AuditKind::RingingTimedOut { caller });
+                }
+                self.end(now, EndReason::RingTimeout);
+            }
+            Phase::Open { since } | Phase::Alone { since }
+                if since + self.config.idle_timeout <= now =>
+            {
+                let idle_timeout_ms = duration_ms(self.config.idle_timeout);
+                info!(room = %self.id, idle_timeout_ms, "no call in progress for too long");
+                self.end(now, EndReason::Idle);
+            }
+            _ => {}
+        }
     }
 
     fn on_hello(&mut self, now: Instant, conn: ConnId, deadline: Instant, text: &str) {
@@ -591,7 +606,8 @@ impl Room {
     ) {
         match ping_sent {
             Some(sent) if sent + self.config.pong_timeout <= now => {
-                debug!(room = %self.id, %conn, "heartbeat timeout");
+                let pong_timeout_ms = duration_ms(self.config.pong_timeout);
+                warn!(room = %self.id, %conn, pong_timeout_ms, "no answer to ping");
                 self.refuse(
                     conn,
                     ErrorCode::HeartbeatTimeout,
@@ -1045,5 +1061,12 @@ mod tests {
             "{}",
             std::mem::size_of::<Room>()
         );
+    }
+
+    #[test]
+    fn a_room_can_move_to_its_own_task() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Room>();
+        assert_send::<Output>();
     }
 }

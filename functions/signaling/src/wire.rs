@@ -621,4 +621,76 @@ mod tests {
                 .starts_with(r#"{"v":1,"seq":7,"type":"chat""#)
         );
     }
+
+    #[test]
+    fn every_error_code_is_documented() {
+        const ALL: [ErrorCode; 21] = [
+            ErrorCode::Malformed,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::UnknownType,
+            ErrorCode::MessageTooLarge,
+            ErrorCode::ChatTooLong,
+            ErrorCode::InvalidSdp,
+            ErrorCode::RateLimited,
+            ErrorCode::NoPeer,
+            ErrorCode::NotAuthenticated,
+            ErrorCode::InvalidToken,
+            ErrorCode::AuthTimeout,
+            ErrorCode::NotParticipant,
+            ErrorCode::RoomFull,
+            ErrorCode::TooManyPending,
+            ErrorCode::ResumeGap,
+            ErrorCode::Replaced,
+            ErrorCode::HeartbeatTimeout,
+            ErrorCode::PolicyViolation,
+            ErrorCode::RoomEnded,
+            ErrorCode::Left,
+            ErrorCode::Internal,
+        ];
+        // Adding a variant without listing it above fails to compile here.
+        let listed = |code: ErrorCode| match code {
+            ErrorCode::Malformed
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::UnknownType
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::ChatTooLong
+            | ErrorCode::InvalidSdp
+            | ErrorCode::RateLimited
+            | ErrorCode::NoPeer
+            | ErrorCode::NotAuthenticated
+            | ErrorCode::InvalidToken
+            | ErrorCode::AuthTimeout
+            | ErrorCode::NotParticipant
+            | ErrorCode::RoomFull
+            | ErrorCode::TooManyPending
+            | ErrorCode::ResumeGap
+            | ErrorCode::Replaced
+            | ErrorCode::HeartbeatTimeout
+            | ErrorCode::PolicyViolation
+            | ErrorCode::RoomEnded
+            | ErrorCode::Left
+            | ErrorCode::Internal => true,
+        };
+        let protocol = include_str!("../PROTOCOL.md");
+        for code in ALL {
+            assert!(listed(code));
+            let name = code.as_str();
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+            if !matches!(code, ErrorCode::Internal) {
+                assert!(
+                    protocol.contains(&format!("`{name}`")),
+                    "{name} missing from PROTOCOL.md"
+                );
+            }
+        }
+        for code in [1000, 1008, 4001, 4003, 4004, 4008, 4009] {
+            assert!(
+                protocol.contains(&format!("| {code} |")),
+                "close code {code} undocumented"
+            );
+        }
+    }
 }
