@@ -1,5 +1,6 @@
 //! A room with two joined participants fed arbitrary frames, drops and time steps: it must
-//! never panic, and every frame it sends must be valid JSON.
+//! never panic, every frame it sends must be valid JSON, and nothing is sent on a connection
+//! after its close.
 //!
 //! Input: records separated by 0xFF. A record's first byte picks the action (low bit: alice or
 //! bob; bits 1-2: text frame, advance time, drop and resume, binary frame); the rest is the
@@ -7,6 +8,7 @@
 
 #![no_main]
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bedside_signaling::{Config, ConnId, Instant, Output, Room, RoomId, UserId};
@@ -18,10 +20,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut room) = Room::new(RoomId::new("fuzz"), users, Config::default(), now) else {
         return;
     };
+    let mut closed = HashSet::new();
     let mut conns = [room.handle_open(now), room.handle_open(now)];
     room.handle_text(now, conns[0], r#"{"v":1,"type":"hello","token":"alice"}"#);
     room.handle_text(now, conns[1], r#"{"v":1,"type":"hello","token":"bob"}"#);
-    drain(&mut room, now);
+    drain(&mut room, now, &mut closed);
 
     for record in data.split(|b| *b == 0xff) {
         let Some((&action, rest)) = record.split_first() else {
@@ -44,7 +47,8 @@ fuzz_target!(|data: &[u8]| {
             }
             2 => {
                 room.handle_closed(now, conns[who]);
-                drain(&mut room, now);
+                closed.insert(conns[who]);
+                drain(&mut room, now, &mut closed);
                 conns[who] = room.handle_open(now);
                 let user = if who == 0 { "alice" } else { "bob" };
                 let resume = rest.first().map_or("null".to_owned(), |b| b.to_string());
@@ -54,18 +58,20 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => room.handle_binary(now, conns[who]),
         }
-        drain(&mut room, now);
+        drain(&mut room, now, &mut closed);
     }
 });
 
-fn drain(room: &mut Room, now: Instant) {
+fn drain(room: &mut Room, now: Instant, closed: &mut HashSet<ConnId>) {
     let mut verify: Vec<(ConnId, String)> = Vec::new();
     loop {
         match room.poll_output() {
-            Output::Send { frame, .. } => {
+            Output::Send { conn, frame } => {
+                assert!(!closed.contains(&conn), "frame after close on {conn}");
                 let value: Result<serde_json::Value, _> = serde_json::from_str(frame.as_str());
                 assert!(value.is_ok(), "invalid frame: {:?}", frame.as_str());
             }
+            Output::Close { conn, .. } => assert!(closed.insert(conn), "{conn} closed twice"),
             Output::VerifyToken { conn, token } => verify.push((conn, token.expose().to_owned())),
             Output::Timeout(at) => {
                 assert!(at >= now);
