@@ -648,56 +648,21 @@ impl Room {
         };
         if let Presence::Connected(old) = previous {
             debug!(room = %self.id, %old, %conn, "connection replaced");
-            self.refuse(
-                old,
-                ErrorCode::Replaced,
-                "another connection took over",
-                CloseCode::Replaced,
-            );
+            let message = "another connection took over";
+            self.refuse(old, ErrorCode::Replaced, message, CloseCode::Replaced);
             self.remove_conn(old);
         }
         if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
             c.auth = Auth::Joined { slot };
         }
 
-        let seq = self.seq;
-        let Some(s) = self.slots.get_mut(slot) else {
+        let missed = self.take_place(slot, conn, resume, previous);
+        let resumed = missed.is_some();
+        self.greet(conn, slot, resume, missed);
+
+        let Some(user) = self.slots.get(slot).map(|s| s.user.clone()) else {
             return;
         };
-        s.presence = Presence::Connected(conn);
-        let user = s.user.clone();
-        let missed: Option<Vec<Frame>> = match resume {
-            Some(from) if previous != Presence::Absent && from <= seq => {
-                s.replay.since(from).map(|frames| frames.cloned().collect())
-            }
-            _ => None,
-        };
-        let resumed = missed.is_some();
-        if !resumed {
-            s.replay.reset(seq);
-        }
-
-        if resume.is_some() && !resumed {
-            debug!(room = %self.id, %conn, "resume impossible, starting afresh");
-            let frame = wire::error_frame(
-                ErrorCode::ResumeGap,
-                "messages since your resume point are gone: start the call setup afresh",
-            );
-            self.outputs.push_back(Output::Send { conn, frame });
-        }
-        let continue_from = match resume {
-            Some(from) if resumed => from,
-            _ => seq,
-        };
-        let welcome = self.welcome(slot, resumed, continue_from);
-        self.outputs.push_back(Output::Send {
-            conn,
-            frame: welcome,
-        });
-        for frame in missed.into_iter().flatten() {
-            self.outputs.push_back(Output::Send { conn, frame });
-        }
-
         debug!(room = %self.id, %conn, user = %Pii(&user), resumed, "participant joined");
         match (resumed, previous) {
             (true, Presence::Reconnecting { .. }) => self.presence(slot, "resumed", None),
@@ -713,6 +678,55 @@ impl Room {
             },
         );
         self.update_phase(now, Some(slot));
+    }
+
+    /// Puts `conn` in `slot`. Returns the frames to replay if the resume can be honoured;
+    /// otherwise the participant starts afresh.
+    fn take_place(
+        &mut self,
+        slot: usize,
+        conn: ConnId,
+        resume: Option<u64>,
+        previous: Presence,
+    ) -> Option<Vec<Frame>> {
+        let seq = self.seq;
+        let s = self.slots.get_mut(slot)?;
+        s.presence = Presence::Connected(conn);
+        let missed = match resume {
+            Some(from) if previous != Presence::Absent && from <= seq => {
+                s.replay.since(from).map(|frames| frames.cloned().collect())
+            }
+            _ => None,
+        };
+        if missed.is_none() {
+            s.replay.reset(seq);
+        }
+        missed
+    }
+
+    /// Sends `welcome`, preceded by `resume_gap` if a resume failed, followed by the replay.
+    fn greet(
+        &mut self,
+        conn: ConnId,
+        slot: usize,
+        resume: Option<u64>,
+        missed: Option<Vec<Frame>>,
+    ) {
+        let (resumed, last_seq) = match (resume, &missed) {
+            (Some(from), Some(_)) => (true, from),
+            _ => (false, self.seq),
+        };
+        if resume.is_some() && !resumed {
+            debug!(room = %self.id, %conn, "resume impossible, starting afresh");
+            let message = "messages since your resume point are gone: start the call setup afresh";
+            let frame = wire::error_frame(ErrorCode::ResumeGap, message);
+            self.outputs.push_back(Output::Send { conn, frame });
+        }
+        let frame = self.welcome(slot, resumed, last_seq);
+        self.outputs.push_back(Output::Send { conn, frame });
+        for frame in missed.into_iter().flatten() {
+            self.outputs.push_back(Output::Send { conn, frame });
+        }
     }
 
     fn welcome(&self, slot: usize, resumed: bool, last_seq: u64) -> Frame {
