@@ -5,11 +5,14 @@
 //!                 │                │   └──rejected / not participant / full──▶ closed
 //!                 └── hello_timeout┴──────────────────────────────────────────▶ closed 4008
 //!
-//!  room:        open ──first join──▶ ringing ──second join──▶ in call ◀──rejoin──┐
-//!                 │                   │  │                       │                │
-//!             idle_timeout   ring_timeout  last one leaves    one leaves ──▶ alone
-//!                 ▼                   ▼  ▼                                        │
-//!               ended(idle)  ended(ring_timeout)  ended(aborted)   ended(completed / idle)
+//!  room:    first join         second join          one leaves
+//!     open ───────────▶ ringing ───────────▶ in call ───────────▶ alone
+//!      │                 │    │                 ▲                   │
+//!      │ idle_timeout    │    │ caller leaves   └──── a rejoin ─────┤
+//!      ▼                 │    ▼                                     │ idle_timeout: ended(idle)
+//!  ended(idle)           │  ended(aborted)                          │ last leaves: ended(completed)
+//!                        ▼
+//!               ended(ring_timeout)          from any phase, handle_end: ended(host)
 //! ```
 //!
 //! A participant's place (slot) outlives their connection by `reconnect_grace`: messages for
