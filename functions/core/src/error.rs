@@ -162,6 +162,9 @@ pub enum Error {
     /// A client-facing failure with a stable code.
     #[error("request refused: {}", .0.as_str())]
     Refused(ErrorCode),
+    /// A credential check failed: answered with 401 whatever the code's usual status.
+    #[error("request denied: {}", .0.as_str())]
+    Denied(ErrorCode),
     /// Locked out or rate limited until `retry_after` seconds from now.
     #[error("throttled for {retry_after} s")]
     Throttled {
@@ -188,7 +191,7 @@ impl Error {
     /// The stable code this error answers with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Refused(code) | Self::Throttled { code, .. } => *code,
+            Self::Refused(code) | Self::Denied(code) | Self::Throttled { code, .. } => *code,
             Self::Store(_) | Self::Outbox(_) | Self::Corrupt(_) | Self::Crypto(_) => {
                 ErrorCode::Internal
             }

@@ -1,0 +1,119 @@
+//! Host settings: command-line flags, then `BEDSIDE_*` environment variables, then defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bedside_core::config::{Argon2Params, Config};
+
+/// Everything the host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Folder for the database, the local outbox and generated keys.
+    pub data_dir: PathBuf,
+    /// Folder of the web client, served at `/` when present.
+    pub web_dir: Option<PathBuf>,
+    /// Trust `X-Forwarded-For` from these peers (a reverse proxy in front of the host).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// SMTP server URL for emails (otherwise the local outbox).
+    pub smtp_url: Option<String>,
+    /// Sender address for emails.
+    pub smtp_from: String,
+    /// Provider endpoint for messages over HTTP, and its token.
+    pub provider: Option<(String, String)>,
+    /// The core's settings.
+    pub core: Config,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    env(name)
+        .map(|v| v.parse::<T>().map_err(|e| anyhow::anyhow!("{name}: {e}")))
+        .transpose()
+}
+
+impl HostConfig {
+    /// Reads the environment, with `listen` and `data_dir` from flags taking precedence.
+    pub fn load(listen: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let listen: SocketAddr = listen
+            .or_else(|| env("BEDSIDE_LISTEN"))
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
+            .parse()
+            .context("listen address")?;
+        let data_dir = data_dir
+            .or_else(|| env("BEDSIDE_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let web_dir = env("BEDSIDE_WEB_DIR").map(PathBuf::from).or_else(|| {
+            let default = PathBuf::from("web");
+            default.join("index.html").exists().then_some(default)
+        });
+        let public_url = env("BEDSIDE_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}"));
+
+        let mut core = Config {
+            issuer: public_url,
+            ..Config::default()
+        };
+        let argon = Argon2Params {
+            m_kib: env_parse("BEDSIDE_ARGON2_M_KIB")?.unwrap_or(core.argon2.m_kib),
+            t: env_parse("BEDSIDE_ARGON2_T")?.unwrap_or(core.argon2.t),
+            p: env_parse("BEDSIDE_ARGON2_P")?.unwrap_or(core.argon2.p),
+        };
+        core.argon2 = argon;
+        if let Some(v) = env_parse("BEDSIDE_LOCKOUT_FREE_ATTEMPTS")? {
+            core.account_lockout.free_attempts = v;
+        }
+        if let Some(v) = env_parse("BEDSIDE_LOCKOUT_BASE_DELAY_SECS")? {
+            core.account_lockout.base_delay_secs = v;
+        }
+        if let Some(v) = env_parse("BEDSIDE_ADDRESS_FREE_ATTEMPTS")? {
+            core.address_lockout.free_attempts = v;
+        }
+        if let Some(v) = env_parse("BEDSIDE_ADDRESS_FREE_REQUESTS")? {
+            core.address_requests.free_attempts = v;
+        }
+        if let Some(v) = env_parse("BEDSIDE_ACCESS_TTL_SECS")? {
+            core.access_ttl_secs = v;
+        }
+        if let Some(v) = env_parse("BEDSIDE_SESSION_IDLE_SECS")? {
+            core.session_idle_secs = v;
+        }
+        if let Some(v) = env_parse("BEDSIDE_SESSION_ABSOLUTE_SECS")? {
+            core.session_absolute_secs = v;
+        }
+        if let Some(v) = env_parse("BEDSIDE_RESEND_INTERVAL_SECS")? {
+            core.resend_interval_secs = v;
+        }
+
+        let trusted_proxies = env("BEDSIDE_TRUSTED_PROXIES")
+            .map(|v| {
+                v.split(',')
+                    .map(|a| a.trim().parse().context("BEDSIDE_TRUSTED_PROXIES"))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let provider = match (env("BEDSIDE_PROVIDER_URL"), env("BEDSIDE_PROVIDER_TOKEN")) {
+            (Some(url), Some(token)) => Some((url, token)),
+            (None, None) => None,
+            _ => anyhow::bail!("BEDSIDE_PROVIDER_URL and BEDSIDE_PROVIDER_TOKEN go together"),
+        };
+        Ok(Self {
+            listen,
+            data_dir,
+            web_dir,
+            trusted_proxies,
+            smtp_url: env("BEDSIDE_SMTP_URL"),
+            smtp_from: env("BEDSIDE_SMTP_FROM").unwrap_or_else(|| "Bedside <noreply@localhost>".into()),
+            provider,
+            core,
+        })
+    }
+}
