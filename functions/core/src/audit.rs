@@ -209,8 +209,9 @@ const EXPORT: &str = "\
 SELECT seq, time, type, outcome, requester, message, room_id, fields, prev_hash, hash
 FROM audit_log WHERE chain = ?1 ORDER BY seq";
 
-/// How often a write is retried when another writer extended the same chain first.
-const CHAIN_RETRIES: usize = 8;
+/// How often a write is retried when another writer extended the same chain first. Each round
+/// lets at least one writer through, so this bounds the parallel writers one chain can absorb.
+const CHAIN_RETRIES: usize = 64;
 
 /// Writes `change` and the record of `event` in one atomic batch, so no change lands without
 /// its record. Returns the rows of each statement of `change`.
@@ -369,7 +370,10 @@ pub fn verify_export(text: &str) -> Result<usize, ChainBreak> {
         let record: Record =
             serde_json::from_str(line).map_err(|e| brk(format!("not a record: {e}")))?;
         if record.compute_hash() != record.hash {
-            return Err(brk(format!("seq {}: content does not match its hash", record.seq)));
+            return Err(brk(format!(
+                "seq {}: content does not match its hash",
+                record.seq
+            )));
         }
         match &previous {
             None if record.seq == 1 && record.prev_hash != GENESIS => {

@@ -102,10 +102,21 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// Encrypts `plaintext` with AES-256-GCM under `key`, binding it to `aad` (for example the
 /// account id, so a sealed value cannot be moved to another row). Returns base64 of
 /// `nonce || ciphertext`.
-pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8], nonce: [u8; 12]) -> Result<String, Error> {
+pub fn seal(
+    key: &SecretKey,
+    aad: &[u8],
+    plaintext: &[u8],
+    nonce: [u8; 12],
+) -> Result<String, Error> {
     let cipher = Aes256Gcm::new(&key.0.into());
     let sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| Error::Crypto("seal failed"))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
@@ -122,7 +133,13 @@ pub fn open(key: &SecretKey, aad: &[u8], sealed: &str) -> Result<Vec<u8>, Error>
     };
     let cipher = Aes256Gcm::new(&key.0.into());
     cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
         .map_err(|_| Error::Crypto("open failed"))
 }
 
@@ -151,7 +168,10 @@ mod tests {
         for c in rng.digits(10_000).bytes() {
             counts[usize::from(c - b'0')] += 1;
         }
-        assert!(counts.iter().all(|&n| (850..1150).contains(&n)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&n| (850..1150).contains(&n)),
+            "{counts:?}"
+        );
     }
 
     #[test]

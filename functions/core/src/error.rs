@@ -165,6 +165,9 @@ pub enum Error {
     /// A credential check failed: answered with 401 whatever the code's usual status.
     #[error("request denied: {}", .0.as_str())]
     Denied(ErrorCode),
+    /// The route exists but not with this method; carries the methods it takes.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static [http::Method]),
     /// Locked out or rate limited until `retry_after` seconds from now.
     #[error("throttled for {retry_after} s")]
     Throttled {
@@ -192,6 +195,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Refused(code) | Self::Denied(code) | Self::Throttled { code, .. } => *code,
+            Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::Store(_) | Self::Outbox(_) | Self::Corrupt(_) | Self::Crypto(_) => {
                 ErrorCode::Internal
             }

@@ -121,16 +121,26 @@ mod tests {
     use super::*;
 
     fn cheap() -> Hasher {
-        Hasher::new(Argon2Params { m_kib: 64, t: 1, p: 1 })
+        Hasher::new(Argon2Params {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        })
     }
 
     #[test]
     fn policy_errors_are_specific() {
         assert_eq!(check_policy("Ab1"), Err(ErrorCode::PasswordTooShort));
-        assert_eq!(check_policy(&"Ab1".repeat(43)), Err(ErrorCode::PasswordTooLong));
+        assert_eq!(
+            check_policy(&"Ab1".repeat(43)),
+            Err(ErrorCode::PasswordTooLong)
+        );
         assert_eq!(check_policy("alllower1"), Err(ErrorCode::PasswordTooWeak));
         assert_eq!(check_policy("ALLUPPER1"), Err(ErrorCode::PasswordTooWeak));
-        assert_eq!(check_policy("NoDigitsHere"), Err(ErrorCode::PasswordTooWeak));
+        assert_eq!(
+            check_policy("NoDigitsHere"),
+            Err(ErrorCode::PasswordTooWeak)
+        );
         assert_eq!(check_policy("Password1"), Err(ErrorCode::PasswordTooCommon));
         assert_eq!(check_policy("Qwerty123"), Err(ErrorCode::PasswordTooCommon));
         assert_eq!(check_policy("Tulip-Harbor-58"), Ok(()));
@@ -139,7 +149,10 @@ mod tests {
     #[test]
     fn length_counts_characters_not_bytes() {
         // Seven characters of which several are multi-byte: still too short.
-        assert_eq!(check_policy("Éé1😀😀😀😀"), Err(ErrorCode::PasswordTooShort));
+        assert_eq!(
+            check_policy("Éé1😀😀😀😀"),
+            Err(ErrorCode::PasswordTooShort)
+        );
         // 128 characters, 4 bytes each: allowed.
         let long = format!("Aa1{}", "😀".repeat(125));
         assert_eq!(check_policy(&long), Ok(()));
@@ -147,13 +160,20 @@ mod tests {
 
     #[test]
     fn blocklist_holds_the_most_common_passwords() {
-        for p in ["123456", "password", "qwerty", "letmein", "dragon", "PASSWORD"] {
+        for p in [
+            "123456", "password", "qwerty", "letmein", "dragon", "PASSWORD",
+        ] {
             assert!(is_common(p), "{p}");
         }
         assert!(!is_common("Tulip-Harbor-58"));
         assert_eq!(BLOCKLIST.len() % 4, 0);
         assert!(BLOCKLIST.len() / 4 >= 10_000);
-        assert!(BLOCKLIST.chunks(4).zip(BLOCKLIST.chunks(4).skip(1)).all(|(a, b)| a < b));
+        assert!(
+            BLOCKLIST
+                .chunks(4)
+                .zip(BLOCKLIST.chunks(4).skip(1))
+                .all(|(a, b)| a < b)
+        );
     }
 
     #[test]
@@ -165,7 +185,11 @@ mod tests {
         assert!(!hasher.verify("tulip-harbor-58", &stored));
         assert!(!hasher.verify("Tulip-Harbor-58", "garbage"));
         // A stronger deployment still verifies old hashes and asks to upgrade them.
-        let stronger = Hasher::new(Argon2Params { m_kib: 128, t: 2, p: 1 });
+        let stronger = Hasher::new(Argon2Params {
+            m_kib: 128,
+            t: 2,
+            p: 1,
+        });
         assert!(stronger.verify("Tulip-Harbor-58", &stored));
         assert!(stronger.needs_rehash(&stored));
         assert!(!hasher.needs_rehash(&stored));
@@ -173,7 +197,9 @@ mod tests {
 
     #[test]
     fn default_parameters_are_owasp() {
-        let stored = Hasher::new(Argon2Params::default()).hash("x", [2; 16]).unwrap();
+        let stored = Hasher::new(Argon2Params::default())
+            .hash("x", [2; 16])
+            .unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use jwt_simple::prelude::{
-    Audiences, Duration, EdDSAKeyPairLike, EdDSAPublicKeyLike, Ed25519KeyPair, Ed25519PublicKey,
+    Audiences, Duration, Ed25519KeyPair, Ed25519PublicKey, EdDSAKeyPairLike, EdDSAPublicKeyLike,
     HeaderOptions, JWTClaims, VerificationOptions,
 };
 use serde::{Deserialize, Serialize};
@@ -142,7 +142,12 @@ impl Signer {
 
     /// Verifies a token of `kind` at `now`: signature, algorithm, `typ`, `kid`, issuer,
     /// audience, expiry (with the configured tolerance) and the presence of `sub` and `jti`.
-    pub fn verify(&self, kind: TokenKind, token: &str, now: Timestamp) -> Result<Verified, ErrorCode> {
+    pub fn verify(
+        &self,
+        kind: TokenKind,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Verified, ErrorCode> {
         let now_secs = u64::try_from(now.secs()).unwrap_or(0);
         let options = VerificationOptions {
             required_signature_type: Some(kind.typ().to_owned()),
@@ -277,7 +282,9 @@ mod tests {
             B64URL.encode(payload.to_string())
         );
         let jwks = signer().jwks();
-        let public = B64URL.decode(jwks["keys"][0]["x"].as_str().unwrap()).unwrap();
+        let public = B64URL
+            .decode(jwks["keys"][0]["x"].as_str().unwrap())
+            .unwrap();
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&public).unwrap();
         mac.update(signing_input.as_bytes());
         let hs_sig = B64URL.encode(mac.finalize().into_bytes());

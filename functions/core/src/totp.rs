@@ -154,7 +154,11 @@ mod tests {
                 ..totp(SEED, "i", "a")
             };
             assert_eq!(eight.generate(time), expected, "t={time}");
-            assert_eq!(code_at_step(SEED, time / STEP_SECS), expected[2..], "t={time}");
+            assert_eq!(
+                code_at_step(SEED, time / STEP_SECS),
+                expected[2..],
+                "t={time}"
+            );
         }
     }
 
@@ -191,7 +195,12 @@ mod tests {
     fn provisioning_has_uri_and_qr() {
         let p = provisioning(SEED, "Bedside", "ana@example.org");
         assert_eq!(p.secret, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
-        assert!(p.uri.starts_with("otpauth://totp/Bedside:ana%40example.org?secret="), "{}", p.uri);
+        assert!(
+            p.uri
+                .starts_with("otpauth://totp/Bedside:ana%40example.org?secret="),
+            "{}",
+            p.uri
+        );
         assert!(p.uri.contains("issuer=Bedside"));
         assert!(p.qr_svg.starts_with("<svg") && p.qr_svg.contains("<path"));
         assert!(p.qr_data_uri.starts_with("data:image/svg+xml;base64,"));

@@ -111,7 +111,8 @@ impl HostConfig {
             web_dir,
             trusted_proxies,
             smtp_url: env("BEDSIDE_SMTP_URL"),
-            smtp_from: env("BEDSIDE_SMTP_FROM").unwrap_or_else(|| "Bedside <noreply@localhost>".into()),
+            smtp_from: env("BEDSIDE_SMTP_FROM")
+                .unwrap_or_else(|| "Bedside <noreply@localhost>".into()),
             provider,
             core,
         })

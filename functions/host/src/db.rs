@@ -159,10 +159,17 @@ mod tests {
         let err = db.batch(vec![insert("b"), insert("a")]).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict));
         let rows = db
-            .query(Statement::new("SELECT key FROM throttles ORDER BY key", vec![]))
+            .query(Statement::new(
+                "SELECT key FROM throttles ORDER BY key",
+                vec![],
+            ))
             .await
             .unwrap();
-        assert_eq!(rows, vec![Row(vec![Value::Text("a".into())])], "b was rolled back");
+        assert_eq!(
+            rows,
+            vec![Row(vec![Value::Text("a".into())])],
+            "b was rolled back"
+        );
     }
 
     #[tokio::test]

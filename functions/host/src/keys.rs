@@ -22,7 +22,9 @@ struct Stored {
 }
 
 fn decode(name: &str, value: &str) -> anyhow::Result<SecretKey> {
-    let raw = B64.decode(value.trim()).with_context(|| format!("{name} is not base64"))?;
+    let raw = B64
+        .decode(value.trim())
+        .with_context(|| format!("{name} is not base64"))?;
     let bytes: [u8; 32] = raw
         .try_into()
         .map_err(|_| anyhow::anyhow!("{name} must be 32 bytes"))?;
@@ -65,7 +67,9 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Keys> {
             fresh
         }
     };
-    let pick = |name: &str, stored: &str| decode(name, &from_env(name).unwrap_or_else(|| stored.to_owned()));
+    let pick = |name: &str, stored: &str| {
+        decode(name, &from_env(name).unwrap_or_else(|| stored.to_owned()))
+    };
     Ok(Keys {
         signing_seed: pick("BEDSIDE_SIGNING_KEY", &stored.signing_key)?,
         kek: pick("BEDSIDE_KEK", &stored.kek)?,

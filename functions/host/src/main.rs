@@ -67,6 +67,8 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         }
     }
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_env("BEDSIDE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -64,7 +64,8 @@ impl FileSink {
     }
 
     async fn send(&self, message: Message) -> Result<(), OutboxError> {
-        let line = serde_json::to_string(&message).map_err(|e| OutboxError::Delivery(e.to_string()))?;
+        let line =
+            serde_json::to_string(&message).map_err(|e| OutboxError::Delivery(e.to_string()))?;
         let path = self.path.clone();
         let lock = Arc::clone(&self.lock);
         tokio::task::spawn_blocking(move || {

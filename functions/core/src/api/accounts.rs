@@ -28,7 +28,9 @@ impl<'de> Deserialize<'de> for Channel {
         match String::deserialize(d)?.as_str() {
             "email" => Ok(Channel::Email),
             "sms" => Ok(Channel::Sms),
-            _ => Err(serde::de::Error::custom("activation_channel must be email or sms")),
+            _ => Err(serde::de::Error::custom(
+                "activation_channel must be email or sms",
+            )),
         }
     }
 }
@@ -59,7 +61,10 @@ INSERT INTO accounts (id, email, phone, password_hash, activation_channel, statu
 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)";
 
 fn accepted(status: &str) -> Response<Bytes> {
-    json(StatusCode::ACCEPTED, &serde_json::json!({ "status": status }))
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "status": status }),
+    )
 }
 
 /// Sending routes are throttled per client address, to keep the outbox from being abused.
@@ -151,7 +156,8 @@ async fn notify_existing<D: Database, O: Outbox>(ctx: &Ctx<'_, D, O>, existing: 
         hard_cap: i64::MAX,
         window_secs: 3600,
     };
-    if let Ok(lockout::Reservation::Allowed) = lockout::reserve(ctx.db, &key, &policy, ctx.now).await
+    if let Ok(lockout::Reservation::Allowed) =
+        lockout::reserve(ctx.db, &key, &policy, ctx.now).await
     {
         let notice = codes::registration_notice(&ctx.api.config.product_name, &existing.email);
         codes::deliver(ctx, notice).await;
@@ -192,7 +198,10 @@ pub(super) async fn activate<D: Database, O: Outbox>(
         "account activated",
     );
     audit::commit(ctx.db, ctx.now, change, &event).await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({"status": "active"})))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "active"}),
+    ))
 }
 
 /// `POST /v1/accounts/activate/resend`: always the same answer.
@@ -257,8 +266,7 @@ pub(super) async fn reset_confirm<D: Database, O: Outbox>(
     let Some(account) = codes::account_by_email(ctx.db, &email).await? else {
         return Err(ErrorCode::InvalidCode.into());
     };
-    let code_hash = match codes::check(ctx, &account.id, Purpose::PasswordReset, &req.code).await
-    {
+    let code_hash = match codes::check(ctx, &account.id, Purpose::PasswordReset, &req.code).await {
         Ok(hash) => hash,
         Err(error) => {
             let event = ctx.failure(EventType::PasswordReset, Some(&account.id), error.code());

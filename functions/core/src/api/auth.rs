@@ -81,7 +81,11 @@ pub(super) fn revoke_all(account: &str, keep: Option<&str>, now: Timestamp) -> S
     Statement::new(
         "UPDATE sessions SET revoked_at = ?1 \
          WHERE account_id = ?2 AND revoked_at IS NULL AND id IS NOT ?3",
-        vec![now.secs().into(), account.into(), keep.map(str::to_owned).into()],
+        vec![
+            now.secs().into(),
+            account.into(),
+            keep.map(str::to_owned).into(),
+        ],
     )
 }
 
@@ -114,7 +118,11 @@ async fn throttle_account<D: Database, O: Outbox>(
             retry_after,
             "credential attempts locked out"
         );
-        let event = ctx.failure(EventType::ConnectionFailure, account, ErrorCode::TooManyAttempts);
+        let event = ctx.failure(
+            EventType::ConnectionFailure,
+            account,
+            ErrorCode::TooManyAttempts,
+        );
         audit::record(ctx.db, ctx.now, &event).await?;
     }
     result
@@ -125,11 +133,10 @@ pub(super) async fn login<D: Database, O: Outbox>(
     ctx: &mut Ctx<'_, D, O>,
     req: Login,
 ) -> Result<Response<Bytes>, Error> {
-    let email = codes::normalize_email(&req.email).unwrap_or_default();
-    let account = match email.is_empty() {
-        true => None,
-        false => codes::account_by_email(ctx.db, &email).await?,
-    };
+    // A malformed address is simply an unknown account (counted under its own key).
+    let email =
+        codes::normalize_email(&req.email).unwrap_or_else(|_| req.email.trim().to_lowercase());
+    let account = codes::account_by_email(ctx.db, &email).await?;
     let key = match &account {
         Some(a) => login_key(&a.id),
         None => login_key(&format!("email:{}", crypto::sha256_hex(email.as_bytes()))),
@@ -145,7 +152,11 @@ pub(super) async fn login<D: Database, O: Outbox>(
             ctx.api.hasher.burn(&req.password);
         }
         let event = ctx
-            .failure(EventType::ConnectionFailure, requester, ErrorCode::InvalidCredentials)
+            .failure(
+                EventType::ConnectionFailure,
+                requester,
+                ErrorCode::InvalidCredentials,
+            )
             .field("method", "password");
         audit::record(ctx.db, ctx.now, &event).await?;
         return Err(Error::Denied(ErrorCode::InvalidCredentials));
@@ -183,7 +194,12 @@ pub(super) async fn login<D: Database, O: Outbox>(
         ));
     }
     let event = ctx
-        .event(EventType::ConnectionSuccess, Outcome::Success, Some(&account.id), "logged in")
+        .event(
+            EventType::ConnectionSuccess,
+            Outcome::Success,
+            Some(&account.id),
+            "logged in",
+        )
         .field("method", "password");
     start_session(ctx, &account.id, change, &event).await
 }
@@ -213,13 +229,22 @@ pub(super) async fn mfa<D: Database, O: Outbox>(
 
     if let Err(error) = check_second_factor(ctx, &account, &factor).await {
         let event = ctx
-            .failure(EventType::ConnectionFailure, Some(&account.id), error.code())
+            .failure(
+                EventType::ConnectionFailure,
+                Some(&account.id),
+                error.code(),
+            )
             .field("method", factor.method());
         audit::record(ctx.db, ctx.now, &event).await?;
         return Err(error);
     }
     let event = ctx
-        .event(EventType::ConnectionSuccess, Outcome::Success, Some(&account.id), "logged in")
+        .event(
+            EventType::ConnectionSuccess,
+            Outcome::Success,
+            Some(&account.id),
+            "logged in",
+        )
         .field("method", factor.method());
     start_session(ctx, &account.id, vec![lockout::clear(&key)], &event).await
 }
@@ -261,7 +286,11 @@ pub(super) async fn check_second_factor<D: Database, O: Outbox>(
                     "UPDATE recovery_codes SET used_at = ?1 \
                      WHERE account_id = ?2 AND code_hash = ?3 AND used_at IS NULL \
                      RETURNING account_id",
-                    vec![ctx.now.secs().into(), account.id.as_str().into(), hash.into()],
+                    vec![
+                        ctx.now.secs().into(),
+                        account.id.as_str().into(),
+                        hash.into(),
+                    ],
                 ))
                 .await?;
             if rows.is_empty() {
@@ -307,7 +336,12 @@ async fn start_session<D: Database, O: Outbox>(
     let expires_at = now + ctx.api.config.session_absolute_secs;
     change.push(Statement::new(
         INSERT_SESSION,
-        vec![session.as_str().into(), account.into(), now.into(), expires_at.into()],
+        vec![
+            session.as_str().into(),
+            account.into(),
+            now.into(),
+            expires_at.into(),
+        ],
     ));
     let (refresh, refresh_stmt) = new_refresh(ctx, &session);
     change.push(refresh_stmt);
@@ -315,7 +349,10 @@ async fn start_session<D: Database, O: Outbox>(
     token_pair(ctx, account, &session, refresh, expires_at)
 }
 
-fn new_refresh<D: Database, O: Outbox>(ctx: &mut Ctx<'_, D, O>, session: &str) -> (String, Statement) {
+fn new_refresh<D: Database, O: Outbox>(
+    ctx: &mut Ctx<'_, D, O>,
+    session: &str,
+) -> (String, Statement) {
     let token = B64URL.encode(ctx.rng.bytes::<32>());
     let stmt = Statement::new(
         INSERT_REFRESH,
@@ -377,7 +414,10 @@ pub(super) async fn refresh<D: Database, O: Outbox>(
     let now = ctx.now.secs();
     let spent = ctx
         .db
-        .query(Statement::new(SPEND_REFRESH, vec![now.into(), hash.as_str().into()]))
+        .query(Statement::new(
+            SPEND_REFRESH,
+            vec![now.into(), hash.as_str().into()],
+        ))
         .await?;
     let Some(session) = spent.first().and_then(|r| r.text(0)).map(str::to_owned) else {
         return reuse_or_unknown(ctx, &hash).await;
@@ -387,7 +427,12 @@ pub(super) async fn refresh<D: Database, O: Outbox>(
         .query(Statement::new(SESSION, vec![session.as_str().into()]))
         .await?;
     let Some((account, last_seen, expires_at, revoked)) = rows.first().and_then(|r| {
-        Some((r.text(0)?.to_owned(), r.int(1)?, r.int(2)?, r.int(3).is_some()))
+        Some((
+            r.text(0)?.to_owned(),
+            r.int(1)?,
+            r.int(2)?,
+            r.int(3).is_some(),
+        ))
     }) else {
         return Err(invalid());
     };
@@ -451,7 +496,12 @@ pub(super) async fn logout<D: Database, O: Outbox>(
         "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
         vec![ctx.now.secs().into(), who.session.as_str().into()],
     );
-    let event = ctx.event(EventType::Logout, Outcome::Success, Some(&who.account), "logged out");
+    let event = ctx.event(
+        EventType::Logout,
+        Outcome::Success,
+        Some(&who.account),
+        "logged out",
+    );
     audit::commit(ctx.db, ctx.now, vec![revoke], &event).await?;
     Ok(no_content())
 }
@@ -468,7 +518,10 @@ pub(super) async fn authenticate<D: Database, O: Outbox>(
     let token = header
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .ok_or(ErrorCode::InvalidToken)?;
     verify_access(ctx.api, ctx.db, token.trim(), ctx.now).await
 }

@@ -98,7 +98,10 @@ fn code_hash(pepper: &crypto::SecretKey, account: &str, purpose: Purpose, code: 
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    hmac_hex(pepper, format!("{account}:{}:{normalized}", purpose.column()).as_bytes())
+    hmac_hex(
+        pepper,
+        format!("{account}:{}:{normalized}", purpose.column()).as_bytes(),
+    )
 }
 
 /// A code ready to be stored and sent.
@@ -334,13 +337,29 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(normalize_email("  Ana.Lopez@Example.ORG ").unwrap(), "ana.lopez@example.org");
+        assert_eq!(
+            normalize_email("  Ana.Lopez@Example.ORG ").unwrap(),
+            "ana.lopez@example.org"
+        );
         for bad in [
-            "", "ana", "ana@", "@example.org", "ana@example", "ana@@example.org",
-            "ana@exa mple.org", "ana..b@example.org", "ana@-example.org", "añа@example.org",
-            "ana@example.org\0", "ana\u{202e}@example.org",
+            "",
+            "ana",
+            "ana@",
+            "@example.org",
+            "ana@example",
+            "ana@@example.org",
+            "ana@exa mple.org",
+            "ana..b@example.org",
+            "ana@-example.org",
+            "añа@example.org",
+            "ana@example.org\0",
+            "ana\u{202e}@example.org",
         ] {
-            assert_eq!(normalize_email(bad), Err(ErrorCode::InvalidEmail), "{bad:?}");
+            assert_eq!(
+                normalize_email(bad),
+                Err(ErrorCode::InvalidEmail),
+                "{bad:?}"
+            );
         }
         let long = format!("{}@example.org", "a".repeat(250));
         assert_eq!(normalize_email(&long), Err(ErrorCode::InvalidEmail));
@@ -349,7 +368,13 @@ mod tests {
     #[test]
     fn phones_are_e164() {
         assert!(check_phone("+41791234567").is_ok());
-        for bad in ["41791234567", "+0791234567", "+4179", "+41 79 123 45 67", "+4179123456789012"] {
+        for bad in [
+            "41791234567",
+            "+0791234567",
+            "+4179",
+            "+41 79 123 45 67",
+            "+4179123456789012",
+        ] {
             assert_eq!(check_phone(bad), Err(ErrorCode::InvalidPhone), "{bad:?}");
         }
     }
@@ -358,8 +383,17 @@ mod tests {
     fn codes_hash_per_account_and_purpose_and_ignore_formatting() {
         let pepper = crypto::SecretKey([1; 32]);
         let a = code_hash(&pepper, "acct", Purpose::Activation, "ABCD-EFGH");
-        assert_eq!(a, code_hash(&pepper, "acct", Purpose::Activation, "abcd efgh"));
-        assert_ne!(a, code_hash(&pepper, "other", Purpose::Activation, "ABCD-EFGH"));
-        assert_ne!(a, code_hash(&pepper, "acct", Purpose::PasswordReset, "ABCD-EFGH"));
+        assert_eq!(
+            a,
+            code_hash(&pepper, "acct", Purpose::Activation, "abcd efgh")
+        );
+        assert_ne!(
+            a,
+            code_hash(&pepper, "other", Purpose::Activation, "ABCD-EFGH")
+        );
+        assert_ne!(
+            a,
+            code_hash(&pepper, "acct", Purpose::PasswordReset, "ABCD-EFGH")
+        );
     }
 }

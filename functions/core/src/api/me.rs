@@ -181,7 +181,8 @@ pub(super) async fn totp_disable<D: Database, O: Outbox>(
         audit::record(ctx.db, ctx.now, &event).await?;
         return Err(Error::Denied(ErrorCode::InvalidCredentials));
     }
-    let looks_like_totp = req.code.len() == totp::DIGITS && req.code.bytes().all(|c| c.is_ascii_digit());
+    let looks_like_totp =
+        req.code.len() == totp::DIGITS && req.code.bytes().all(|c| c.is_ascii_digit());
     let factor = if looks_like_totp {
         SecondFactor::Totp(&req.code)
     } else {
@@ -229,7 +230,11 @@ pub(super) async fn change_password<D: Database, O: Outbox>(
         ErrorCode::TooManyAttempts,
     )
     .await?;
-    if !ctx.api.hasher.verify(&req.current_password, &account.password_hash) {
+    if !ctx
+        .api
+        .hasher
+        .verify(&req.current_password, &account.password_hash)
+    {
         let event = ctx.failure(
             EventType::PasswordChanged,
             Some(&account.id),
@@ -239,7 +244,9 @@ pub(super) async fn change_password<D: Database, O: Outbox>(
         return Err(Error::Denied(ErrorCode::InvalidCredentials));
     }
     if let Err(code) = password::check_policy(&req.new_password) {
-        ctx.db.query(lockout::clear(&auth::login_key(&account.id))).await?;
+        ctx.db
+            .query(lockout::clear(&auth::login_key(&account.id)))
+            .await?;
         return Err(code.into());
     }
     let hash = ctx.api.hasher.hash(&req.new_password, ctx.rng.bytes())?;
@@ -268,7 +275,11 @@ pub(super) async fn audit_export<D: Database, O: Outbox>(
     query: Option<&str>,
 ) -> Result<Response<Bytes>, Error> {
     let mut format = "jsonl";
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         match pair.split_once('=') {
             Some(("format", value)) => format = value,
             _ => return Err(ErrorCode::InvalidRequest.into()),

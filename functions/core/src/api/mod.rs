@@ -159,11 +159,11 @@ async fn route<D: Database, O: Outbox>(
 ) -> Result<Response<Bytes>, Error> {
     let path = req.uri().path();
     let method = req.method();
-    let allow = |methods: &[Method]| -> Result<(), Error> {
+    let allow = |methods: &'static [Method]| -> Result<(), Error> {
         if methods.contains(method) {
             Ok(())
         } else {
-            Err(ErrorCode::MethodNotAllowed.into())
+            Err(Error::MethodNotAllowed(methods))
         }
     };
     match path {
@@ -278,9 +278,10 @@ fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-        .headers_mut()
-        .insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     response
 }
 
@@ -308,6 +309,12 @@ pub fn error_response(error: &Error) -> Response<Bytes> {
     if let Error::Throttled { retry_after, .. } = error {
         if let Ok(value) = HeaderValue::from_str(&(*retry_after).max(1).to_string()) {
             response.headers_mut().insert(RETRY_AFTER, value);
+        }
+    }
+    if let Error::MethodNotAllowed(methods) = error {
+        let list: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        if let Ok(value) = HeaderValue::from_str(&list.join(", ")) {
+            response.headers_mut().insert(http::header::ALLOW, value);
         }
     }
     if code == ErrorCode::Unauthorized || code == ErrorCode::InvalidToken {
