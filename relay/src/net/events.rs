@@ -127,11 +127,10 @@ async fn post(target: &Target, batch: &[String]) -> Result<(), &'static str> {
             .await
             .map_err(|_| "connect failed")?;
         let name = ServerName::try_from(target.host.clone()).map_err(|_| "bad server name")?;
-        let mut tls = target
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|_| "tls failed")?;
+        let mut tls = target.connector.connect(name, tcp).await.map_err(|e| {
+            debug!(error = %e, "tls to the events endpoint failed");
+            "tls failed"
+        })?;
         let auth = match &target.token {
             Some(token) => format!("authorization: Bearer {}\r\n", token.0),
             None => String::new(),

@@ -108,8 +108,8 @@ impl Config {
             max_permissions: 32,
             max_channels: 32,
             bandwidth: None,
-            unauthorized_rate: 10,
-            unauthorized_burst: 20,
+            unauthorized_rate: 50,
+            unauthorized_burst: 100,
             policy: PeerPolicy::default(),
         }
     }
