@@ -22,7 +22,6 @@ impl Sqlite {
     }
 
     /// A private in-memory database (tests).
-    #[cfg(test)]
     pub fn memory() -> anyhow::Result<Self> {
         Self::setup(Connection::open_in_memory()?)
     }

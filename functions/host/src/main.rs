@@ -5,12 +5,6 @@
 //! bedside audit-verify EXPORT.jsonl
 //! ```
 
-mod config;
-mod db;
-mod keys;
-mod outbox;
-mod server;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,8 +12,9 @@ use anyhow::{Context as _, bail};
 use bedside_core::api::Api;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::HostConfig;
-use crate::outbox::{FileSink, HostOutbox, HttpSender, SmtpSender};
+use bedside_host::config::HostConfig;
+use bedside_host::outbox::{FileSink, HostOutbox, HttpSender, SmtpSender};
+use bedside_host::{db, keys, server};
 
 const USAGE: &str = "usage:
   bedside [serve] [--listen ADDR] [--data-dir DIR]   run the stack (default 127.0.0.1:8080, ./data)

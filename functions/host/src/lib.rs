@@ -1,0 +1,10 @@
+//! The Bedside native host: the accounts API, the web client and (when configured) rooms, on
+//! one machine, with an embedded SQLite database and a local data folder.
+//!
+//! The binary (`bedside`) wires these modules together; tests drive [`server::app`] directly.
+
+pub mod config;
+pub mod db;
+pub mod keys;
+pub mod outbox;
+pub mod server;
