@@ -24,6 +24,19 @@ pub enum HostOutbox {
     Http(HttpSender),
 }
 
+impl std::fmt::Debug for SmtpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSender").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for HttpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry credentials and the token is one: show neither.
+        f.debug_struct("HttpSender").finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for HostOutbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
