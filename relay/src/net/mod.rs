@@ -61,6 +61,9 @@ struct RelaySocket {
 /// State shared by the socket tasks.
 pub(crate) struct Shared {
     pub(crate) server: Server,
+    /// The one receive buffer for every UDP socket (tasks never hold it across an await), with
+    /// headroom and tailroom for building client messages in place.
+    buf: Vec<u8>,
     relays: HashMap<AllocationId, RelaySocket>,
     udp: Vec<Option<Rc<UdpSocket>>>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
@@ -92,7 +95,7 @@ impl Shared {
         }
     }
 
-    fn transmit(&mut self, to: FiveTuple, data: Vec<u8>) {
+    fn transmit(&self, to: FiveTuple, data: Vec<u8>) {
         match to.transport {
             Transport::Udp => self.send_udp(to, &data),
             Transport::Tcp | Transport::Tls => {
@@ -118,7 +121,7 @@ impl Shared {
         }
     }
 
-    fn send_to_client(&mut self, to: FiveTuple, data: &[u8]) {
+    fn send_to_client(&self, to: FiveTuple, data: &[u8]) {
         match to.transport {
             Transport::Udp => self.send_udp(to, data),
             Transport::Tcp | Transport::Tls => self.transmit(to, data.to_vec()),
@@ -203,49 +206,73 @@ impl Shared {
     }
 }
 
+/// Datagrams handled per wakeup before a socket task yields to the others.
+const BATCH: usize = 256;
+
 async fn udp_listener(shared: SharedRef, listener: u16, socket: Rc<UdpSocket>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (len, client) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on Linux; keep serving.
-                debug!(error = %e, "udp receive error");
-                continue;
+        if socket.readable().await.is_err() {
+            continue;
+        }
+        for _ in 0..BATCH {
+            let mut guard = shared.borrow_mut();
+            let state = &mut *guard;
+            let (len, client) = match socket.try_recv_from(&mut state.buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux; keep serving.
+                    debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            };
+            let now = now();
+            let tuple = FiveTuple {
+                transport: Transport::Udp,
+                listener,
+                client,
+            };
+            let bytes = state.buf.get(..len).unwrap_or_default();
+            if let Some(out) = state.server.handle_client(now, tuple, bytes) {
+                state.send_to_peer(out.allocation, out.peer, out.payload);
             }
-        };
-        let tuple = FiveTuple {
-            transport: Transport::Udp,
-            listener,
-            client,
-        };
-        let bytes = buf.get(..len).unwrap_or_default();
-        shared.borrow_mut().client_input(now(), tuple, bytes);
+            state.flush(now);
+        }
+        tokio::task::yield_now().await;
     }
 }
 
 async fn relay_socket(shared: SharedRef, allocation: AllocationId, socket: Rc<UdpSocket>) {
-    let mut buf = vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM];
     loop {
-        let Some(window) = buf.get_mut(PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM) else {
-            return;
-        };
-        let (len, peer) = match socket.recv_from(window).await {
-            Ok(received) => received,
-            Err(e) => {
-                debug!(error = %e, "relay receive error");
-                continue;
-            }
-        };
-        let mut state = shared.borrow_mut();
-        let range = PEER_HEADROOM..PEER_HEADROOM + len;
-        if let Some(out) = state
-            .server
-            .handle_peer(now(), allocation, peer, &mut buf, range)
-            && let Some(bytes) = buf.get(out.range)
-        {
-            state.send_to_client(out.to, bytes);
+        if socket.readable().await.is_err() {
+            continue;
         }
+        for _ in 0..BATCH {
+            let mut guard = shared.borrow_mut();
+            let state = &mut *guard;
+            let window = PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM;
+            let Some(slot) = state.buf.get_mut(window) else {
+                return;
+            };
+            let (len, peer) = match socket.try_recv_from(slot) {
+                Ok(received) => received,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(error = %e, "relay receive error");
+                    continue;
+                }
+            };
+            let range = PEER_HEADROOM..PEER_HEADROOM + len;
+            let out = state
+                .server
+                .handle_peer(now(), allocation, peer, &mut state.buf, range);
+            if let Some(out) = out
+                && let Some(bytes) = state.buf.get(out.range)
+            {
+                state.send_to_client(out.to, bytes);
+            }
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -264,6 +291,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let shared: SharedRef = Rc::new_cyclic(|me| {
         RefCell::new(Shared {
             server: Server::new(settings.server.clone(), nonce_key, seed),
+            buf: vec![0; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM],
             relays: HashMap::new(),
             udp: Vec::new(),
             streams: HashMap::new(),
