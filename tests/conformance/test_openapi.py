@@ -56,8 +56,13 @@ def test_document_is_valid_openapi_3_1(contract: Contract) -> None:
     validate(contract.doc, cls=OpenAPIV31SpecValidator)
 
 
+ACCOUNT_PREFIXES = ("/healthz", "/openapi.json", "/.well-known/", "/v1/accounts", "/v1/auth/", "/v1/me", "/v1/password-reset")
+
+
 def test_document_describes_exactly_the_contract_operations(contract: Contract) -> None:
-    assert set(operations(contract.doc)) == CONTRACT_OPERATIONS
+    # Other parts of the API (rooms, ...) may be documented too; the accounts part is exact.
+    documented = {(m, p) for m, p in operations(contract.doc) if p.startswith(ACCOUNT_PREFIXES)}
+    assert documented == CONTRACT_OPERATIONS
 
 
 def test_request_bodies_are_json_and_closed(contract: Contract) -> None:
