@@ -83,6 +83,8 @@ def test_bearer_scheme_guards_exactly_the_authenticated_routes(contract: Contrac
     scheme = contract.doc["components"]["securitySchemes"]["bearerAuth"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     for key, op in operations(contract.doc).items():
+        if key not in CONTRACT_OPERATIONS:
+            continue
         names = {name for requirement in op.get("security", contract.doc.get("security", [])) for name in requirement}
         assert names == ({"bearerAuth"} if key in BEARER_OPERATIONS else set()), key
         if key in BEARER_OPERATIONS:
