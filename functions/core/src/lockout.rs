@@ -91,6 +91,7 @@ RETURNING failures";
 
 const LOOKUP: &str = "SELECT locked_until, failures FROM throttles WHERE key = ?1";
 const CLEAR: &str = "DELETE FROM throttles WHERE key = ?1";
+const REFUND: &str = "UPDATE throttles SET failures = max(failures - 1, 0) WHERE key = ?1";
 
 /// Counts an attempt on `key` and says whether it may go ahead.
 pub async fn reserve<D: Database>(
@@ -147,4 +148,10 @@ pub async fn require<D: Database>(
 /// The statement that forgets `key`'s failures (after a success).
 pub fn clear(key: &str) -> Statement {
     Statement::new(CLEAR, vec![Value::from(key)])
+}
+
+/// The statement that takes back one counted attempt on `key` (an attempt that succeeded), for
+/// counters shared by many people, such as a client address, that a success must not clear.
+pub fn refund(key: &str) -> Statement {
+    Statement::new(REFUND, vec![Value::from(key)])
 }

@@ -642,3 +642,21 @@ async fn bad_input_changes_nothing() {
     h.register("x@example.org", "email").await;
     assert_eq!(h.outbox.count("x@example.org", Purpose::Activation), 1);
 }
+
+#[tokio::test]
+async fn an_address_shared_by_many_is_limited_by_its_failures_only() {
+    let h = Harness::new();
+    h.active_account("ward@example.org").await;
+    for _ in 0..150 {
+        assert_eq!(h.login("ward@example.org", PASSWORD).await.status, 200);
+    }
+    // Password spraying from one address: every guess is for another account.
+    let mut refused = 0;
+    for i in 0..120 {
+        let a = h.login(&format!("user{i}@example.org"), PASSWORD).await;
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 20, "the address allows 100 failures, then locks");
+}

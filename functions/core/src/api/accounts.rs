@@ -190,6 +190,7 @@ pub(super) async fn activate<D: Database, O: Outbox>(
             vec![account.id.as_str().into()],
         ),
         codes::retire(&account.id, Purpose::Activation),
+        lockout::refund(&auth::address_key(ctx)),
     ];
     let event = ctx.event(
         EventType::AccountActivated,
@@ -282,6 +283,7 @@ pub(super) async fn reset_confirm<D: Database, O: Outbox>(
         ),
         codes::retire(&account.id, Purpose::PasswordReset),
         auth::revoke_all(&account.id, None, ctx.now),
+        lockout::refund(&auth::address_key(ctx)),
     ];
     change.extend(auth::clear_account_throttles(&account.id));
     let event = ctx.event(

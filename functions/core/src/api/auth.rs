@@ -89,14 +89,19 @@ pub(super) fn revoke_all(account: &str, keep: Option<&str>, now: Timestamp) -> S
     )
 }
 
-/// Counts a credential attempt from the caller's address.
+/// The failure counter of the caller's address.
+pub(super) fn address_key<D, O>(ctx: &Ctx<'_, D, O>) -> String {
+    format!("login:addr:{}", ctx.address)
+}
+
+/// Counts a credential attempt from the caller's address. A success hands it back with
+/// [`lockout::refund`], so only failures add up for an address many people share.
 pub(super) async fn throttle_address<D: Database, O: Outbox>(
     ctx: &Ctx<'_, D, O>,
 ) -> Result<(), Error> {
-    let key = format!("login:addr:{}", ctx.address);
     lockout::require(
         ctx.db,
-        &key,
+        &address_key(ctx),
         &ctx.api.config.address_lockout,
         ctx.now,
         ErrorCode::TooManyAttempts,
@@ -162,7 +167,12 @@ pub(super) async fn login<D: Database, O: Outbox>(
         return Err(Error::Denied(ErrorCode::InvalidCredentials));
     };
     if !account.active {
-        ctx.db.query(lockout::clear(&key)).await?;
+        ctx.db
+            .batch(vec![
+                lockout::clear(&key),
+                lockout::refund(&address_key(ctx)),
+            ])
+            .await?;
         let event = ctx.failure(
             EventType::ConnectionFailure,
             Some(&account.id),
@@ -172,7 +182,7 @@ pub(super) async fn login<D: Database, O: Outbox>(
         return Err(ErrorCode::AccountNotActive.into());
     }
 
-    let mut change = vec![lockout::clear(&key)];
+    let mut change = vec![lockout::clear(&key), lockout::refund(&address_key(ctx))];
     if ctx.api.hasher.needs_rehash(&account.password_hash) {
         let upgraded = ctx.api.hasher.hash(&req.password, ctx.rng.bytes())?;
         change.push(Statement::new(
@@ -246,7 +256,8 @@ pub(super) async fn mfa<D: Database, O: Outbox>(
             "logged in",
         )
         .field("method", factor.method());
-    start_session(ctx, &account.id, vec![lockout::clear(&key)], &event).await
+    let change = vec![lockout::clear(&key), lockout::refund(&address_key(ctx))];
+    start_session(ctx, &account.id, change, &event).await
 }
 
 /// Checks and spends a second factor: a TOTP code newer than the last one accepted, or an
