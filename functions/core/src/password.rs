@@ -41,22 +41,11 @@ pub fn check_policy(password: &str) -> Result<(), ErrorCode> {
 /// Whether `password`, lower-cased, is on the blocklist.
 pub fn is_common(password: &str) -> bool {
     let digest = Sha256::digest(password.to_lowercase().as_bytes());
-    let print = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    let entries = BLOCKLIST.len() / 4;
-    let (mut lo, mut hi) = (0usize, entries);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let Some(bytes) = BLOCKLIST.get(mid * 4..mid * 4 + 4) else {
-            return false;
-        };
-        let entry = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        match entry.cmp(&print) {
-            std::cmp::Ordering::Equal => return true,
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-        }
-    }
-    false
+    let Some(print) = digest.first_chunk::<4>() else {
+        return false;
+    };
+    let (entries, _) = BLOCKLIST.as_chunks::<4>();
+    entries.binary_search(print).is_ok()
 }
 
 /// Hashes and verifies passwords with argon2id.
