@@ -52,6 +52,12 @@ def test_activation_mail_arrives_over_smtp_and_its_code_works(api: Api) -> None:
     assert mail["mail_from"] == sender, f"envelope sender: {mail['mail_from']!r}"
     assert mail["subject"].strip(), "the mail has no subject"
     assert STRONG_PASSWORD not in mail["raw"], "the password was mailed"
+    headers = mail["raw"].split("\r\n\r\n", 1)[0].lower()
+    if "content-transfer-encoding:" in headers:
+        # RFC 2045 section 4: a message using MIME encodings declares MIME-Version, or mail
+        # readers show the encoded text as it is.
+        assert "mime-version: 1.0" in headers, f"MIME-Version missing: {headers!r}"
+        assert "content-type:" in headers, f"Content-Type missing: {headers!r}"
 
     # When the host also keeps its local outbox, its code must be the one in the mail.
     local = [m for m in JsonlOutbox(os.environ.get("BEDSIDE_OUTBOX", "/nonexistent")).messages() if m.get("to") == email]
