@@ -210,21 +210,7 @@ pub(super) async fn resend<D: Database, O: Outbox>(
     ctx: &mut Ctx<'_, D, O>,
     req: EmailOnly,
 ) -> Result<Response<Bytes>, Error> {
-    throttle_sends(ctx).await?;
-    let Ok(email) = codes::normalize_email(&req.email) else {
-        return Ok(accepted("sent"));
-    };
-    let Some(account) = codes::account_by_email(ctx.db, &email).await? else {
-        return Ok(accepted("sent"));
-    };
-    if account.active {
-        return Ok(accepted("sent"));
-    }
-    if let Some(code) = codes::issue(ctx, &account, Purpose::Activation).await? {
-        ctx.db.query(code.statement).await?;
-        codes::deliver(ctx, code.message).await;
-    }
-    Ok(accepted("sent"))
+    send_code(ctx, &req.email, Purpose::Activation).await
 }
 
 /// `POST /v1/password-reset`: always the same answer.
@@ -232,17 +218,27 @@ pub(super) async fn reset_request<D: Database, O: Outbox>(
     ctx: &mut Ctx<'_, D, O>,
     req: EmailOnly,
 ) -> Result<Response<Bytes>, Error> {
+    send_code(ctx, &req.email, Purpose::PasswordReset).await
+}
+
+/// Sends a fresh code for `purpose` if the address belongs to an account in the right state
+/// (pending for activation, active for a reset) and its send limits allow; answers the same in
+/// every case, so the answer tells nothing about the address.
+async fn send_code<D: Database, O: Outbox>(
+    ctx: &mut Ctx<'_, D, O>,
+    email: &str,
+    purpose: Purpose,
+) -> Result<Response<Bytes>, Error> {
     throttle_sends(ctx).await?;
-    let Ok(email) = codes::normalize_email(&req.email) else {
+    let account = match codes::normalize_email(email) {
+        Ok(email) => codes::account_by_email(ctx.db, &email).await?,
+        Err(_) => None,
+    };
+    let wanted_active = purpose == Purpose::PasswordReset;
+    let Some(account) = account.filter(|a| a.active == wanted_active) else {
         return Ok(accepted("sent"));
     };
-    let Some(account) = codes::account_by_email(ctx.db, &email).await? else {
-        return Ok(accepted("sent"));
-    };
-    if !account.active {
-        return Ok(accepted("sent"));
-    }
-    if let Some(code) = codes::issue(ctx, &account, Purpose::PasswordReset).await? {
+    if let Some(code) = codes::issue(ctx, &account, purpose).await? {
         ctx.db.query(code.statement).await?;
         codes::deliver(ctx, code.message).await;
     }

@@ -40,6 +40,12 @@ async fn load<D: Database, O: Outbox>(ctx: &Ctx<'_, D, O>, who: &Caller) -> Resu
         .ok_or(Error::Denied(ErrorCode::InvalidToken))
 }
 
+/// Counts a credential attempt against the account's `key`.
+async fn throttle<D: Database, O: Outbox>(ctx: &Ctx<'_, D, O>, key: &str) -> Result<(), Error> {
+    let policy = &ctx.api.config.account_lockout;
+    lockout::require(ctx.db, key, policy, ctx.now, ErrorCode::TooManyAttempts).await
+}
+
 /// `GET /v1/me`.
 pub(super) async fn profile<D: Database, O: Outbox>(
     ctx: &mut Ctx<'_, D, O>,
@@ -104,14 +110,7 @@ pub(super) async fn totp_confirm<D: Database, O: Outbox>(
     if account.totp_state != "pending" {
         return Err(ErrorCode::TotpNotPending.into());
     }
-    lockout::require(
-        ctx.db,
-        &auth::mfa_key(&account.id),
-        &ctx.api.config.account_lockout,
-        ctx.now,
-        ErrorCode::TooManyAttempts,
-    )
-    .await?;
+    throttle(ctx, &auth::mfa_key(&account.id)).await?;
     let seed = auth::open_seed(ctx, &account)?;
     let now = u64::try_from(ctx.now.secs()).unwrap_or(0);
     let Some(step) = totp::verify(&seed, &req.code, now, 0) else {
@@ -164,14 +163,7 @@ pub(super) async fn totp_disable<D: Database, O: Outbox>(
     if account.totp_state != "on" {
         return Err(ErrorCode::TotpNotEnabled.into());
     }
-    lockout::require(
-        ctx.db,
-        &auth::mfa_key(&account.id),
-        &ctx.api.config.account_lockout,
-        ctx.now,
-        ErrorCode::TooManyAttempts,
-    )
-    .await?;
+    throttle(ctx, &auth::mfa_key(&account.id)).await?;
     if !ctx.api.hasher.verify(&req.password, &account.password_hash) {
         let event = ctx.failure(
             EventType::TotpDisabled,
@@ -222,14 +214,7 @@ pub(super) async fn change_password<D: Database, O: Outbox>(
     req: ChangePassword,
 ) -> Result<Response<Bytes>, Error> {
     let account = load(ctx, who).await?;
-    lockout::require(
-        ctx.db,
-        &auth::login_key(&account.id),
-        &ctx.api.config.account_lockout,
-        ctx.now,
-        ErrorCode::TooManyAttempts,
-    )
-    .await?;
+    throttle(ctx, &auth::login_key(&account.id)).await?;
     if !ctx
         .api
         .hasher
