@@ -125,3 +125,14 @@ def test_disable_with_a_recovery_code(api: Api, accounts: Accounts) -> None:
     assert expect(api, api.get("/v1/me", token=account.access), 200)["totp_enabled"] is False
     # A fresh enrolment starts over with a new secret.
     assert "secret" in enrol(api, account)
+
+
+def test_mfa_token_is_single_use(api: Api, accounts: Accounts) -> None:
+    # One password check buys one session: a spent challenge is a bad mfa_token.
+    account = accounts.create(api)
+    _, recovery = enable(api, account)
+    token = challenge(api, account)
+    expect(api, mfa(api, token, recovery_code=recovery[0]), 200)
+    expect(api, mfa(api, token, recovery_code=recovery[1]), 401, "invalid_token")
+    # The refused attempt did not spend the recovery code.
+    expect(api, mfa(api, challenge(api, account), recovery_code=recovery[1]), 200)
