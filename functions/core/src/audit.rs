@@ -53,6 +53,10 @@ pub enum EventType {
     Logout,
     /// A used refresh token came back: the session was revoked.
     TokenReuseDetected,
+    /// A participant joined a room's signaling channel (or came back to it).
+    RoomJoined,
+    /// A participant's place in a room's signaling channel was released.
+    RoomLeft,
 }
 
 impl EventType {
@@ -74,6 +78,8 @@ impl EventType {
             Self::TotpDisabled => "totp_disabled",
             Self::Logout => "logout",
             Self::TokenReuseDetected => "token_reuse_detected",
+            Self::RoomJoined => "room_joined",
+            Self::RoomLeft => "room_left",
         }
     }
 }
@@ -112,6 +118,9 @@ pub struct Event {
     pub room_id: Option<String>,
     /// Extra context: client address, user agent, error code, method …
     pub fields: BTreeMap<String, String>,
+    /// The account whose chain receives the record, when it is not the requester's (the
+    /// other participant of a call sees the caller's request in their own chain).
+    pub owner: Option<String>,
 }
 
 impl Event {
@@ -124,7 +133,14 @@ impl Event {
             message: message.to_owned(),
             room_id: None,
             fields: BTreeMap::new(),
+            owner: None,
         }
+    }
+
+    /// Files the record in `account`'s chain instead of the requester's.
+    pub fn in_chain_of(mut self, account: &str) -> Self {
+        self.owner = Some(account.to_owned());
+        self
     }
 
     /// Adds a field.
@@ -140,7 +156,10 @@ impl Event {
     }
 
     fn chain(&self) -> &str {
-        self.requester.as_deref().unwrap_or(SYSTEM_CHAIN)
+        self.owner
+            .as_deref()
+            .or(self.requester.as_deref())
+            .unwrap_or(SYSTEM_CHAIN)
     }
 }
 
@@ -182,6 +201,24 @@ impl Record {
         // Serialising a struct of strings and integers cannot fail.
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
         crypto::sha256_hex(&bytes)
+    }
+
+    /// The record of `event` at position `seq` after `prev_hash`, with its hash.
+    fn sealed(seq: i64, prev_hash: String, now: Timestamp, event: &Event) -> Self {
+        let mut record = Self {
+            seq,
+            time: now.millis(),
+            kind: event.kind.as_str().to_owned(),
+            outcome: event.outcome.as_str().to_owned(),
+            requester: event.requester.clone(),
+            message: event.message.clone(),
+            room_id: event.room_id.clone(),
+            fields: event.fields.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        record.hash = record.compute_hash();
+        record
     }
 
     fn from_row(row: &Row) -> Option<Self> {
@@ -258,6 +295,61 @@ pub async fn commit<D: Database>(
         }
     }
     Err(last.into())
+}
+
+/// Writes `change` and the records of all `events` (in one or several chains) in one atomic
+/// batch, retrying while other writers extend the same chains. Returns the rows of `change`.
+pub async fn commit_all<D: Database>(
+    db: &D,
+    now: Timestamp,
+    change: Vec<Statement>,
+    events: &[Event],
+) -> Result<Vec<Vec<Row>>, Error> {
+    for _ in 1..CHAIN_RETRIES {
+        match try_commit_all(db, now, change.clone(), events).await {
+            Err(Error::Store(StoreError::Conflict)) => {}
+            other => return other,
+        }
+    }
+    try_commit_all(db, now, change, events).await
+}
+
+/// One attempt of [`commit_all`]: a conflict (another writer extended a chain first, or a
+/// statement of `change` hit a constraint) comes back as `Error::Store(StoreError::Conflict)`
+/// for the caller to re-check its preconditions and try again.
+pub async fn try_commit_all<D: Database>(
+    db: &D,
+    now: Timestamp,
+    change: Vec<Statement>,
+    events: &[Event],
+) -> Result<Vec<Vec<Row>>, Error> {
+    let mut heads: BTreeMap<&str, (i64, String)> = BTreeMap::new();
+    let mut stmts = change;
+    let changes = stmts.len();
+    for event in events {
+        let chain = event.chain();
+        if !heads.contains_key(chain) {
+            let head = db.query(Statement::new(HEAD, vec![chain.into()])).await?;
+            let top = match head.first() {
+                Some(row) => (
+                    row.int(0).ok_or(Error::Corrupt("audit head"))?,
+                    row.text(1).ok_or(Error::Corrupt("audit head"))?.to_owned(),
+                ),
+                None => (0, GENESIS.to_owned()),
+            };
+            heads.insert(chain, top);
+        }
+        let Some((seq, prev_hash)) = heads.get_mut(chain) else {
+            return Err(Error::Corrupt("audit head"));
+        };
+        let record = Record::sealed(*seq + 1, prev_hash.clone(), now, event);
+        *seq = record.seq;
+        prev_hash.clone_from(&record.hash);
+        stmts.push(insert(chain, &record));
+    }
+    let mut rows = db.batch(stmts).await?;
+    rows.truncate(changes);
+    Ok(rows)
 }
 
 /// Records `event` alone (an event that changes nothing else, such as a failed login).

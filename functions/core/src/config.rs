@@ -62,6 +62,36 @@ pub struct Config {
     pub resend_interval_secs: i64,
     /// Messages with codes per account per hour.
     pub sends_per_hour: i64,
+    /// Time an invitee has to accept a call before the room counts as aborted.
+    pub room_ring_secs: i64,
+    /// The TURN/STUN relays handed to participants, if the deployment has any.
+    pub turn: Option<TurnConfig>,
+}
+
+/// The relays (STUN and TURN) of a deployment. Their shared secret is key material, handed to
+/// [`crate::api::Api::with_turn_secret`], never part of the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// Relay host names (or addresses), tried in this order.
+    pub hosts: Vec<String>,
+    /// STUN and TURN port, over UDP and TCP.
+    pub port: u16,
+    /// TURN over TLS port (443 gets through most firewalls).
+    pub tls_port: u16,
+    /// Lifetime of the credentials handed out.
+    pub ttl_secs: i64,
+}
+
+impl TurnConfig {
+    /// Relays at `hosts` on the standard ports, with one-hour credentials.
+    pub fn new(hosts: Vec<String>) -> Self {
+        Self {
+            hosts,
+            port: 3478,
+            tls_port: 443,
+            ttl_secs: 3600,
+        }
+    }
 }
 
 impl Default for Config {
@@ -84,6 +114,8 @@ impl Default for Config {
             code_attempts: 5,
             resend_interval_secs: 60,
             sends_per_hour: 5,
+            room_ring_secs: 90,
+            turn: None,
         }
     }
 }

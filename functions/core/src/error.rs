@@ -55,6 +55,18 @@ pub enum ErrorCode {
     TotpNotPending,
     /// TOTP is not enabled.
     TotpNotEnabled,
+    /// The invitee of a call is not an active account.
+    InviteeUnknown,
+    /// A call to oneself.
+    CannotInviteSelf,
+    /// The room is no longer ringing (already accepted, ended or aborted).
+    RoomNotRinging,
+    /// The room has ended or was aborted.
+    RoomClosed,
+    /// Only the invitee can accept a call.
+    NotInvitee,
+    /// The deployment has no relays configured.
+    IceUnavailable,
     /// Something went wrong on our side.
     Internal,
 }
@@ -87,6 +99,12 @@ impl ErrorCode {
             Self::TotpAlreadyEnabled => "totp_already_enabled",
             Self::TotpNotPending => "totp_not_pending",
             Self::TotpNotEnabled => "totp_not_enabled",
+            Self::InviteeUnknown => "invitee_unknown",
+            Self::CannotInviteSelf => "cannot_invite_self",
+            Self::RoomNotRinging => "room_not_ringing",
+            Self::RoomClosed => "room_closed",
+            Self::NotInvitee => "not_invitee",
+            Self::IceUnavailable => "ice_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -117,6 +135,11 @@ impl ErrorCode {
             Self::TotpAlreadyEnabled | Self::TotpNotPending | Self::TotpNotEnabled => {
                 StatusCode::CONFLICT
             }
+            Self::InviteeUnknown => StatusCode::NOT_FOUND,
+            Self::CannotInviteSelf => StatusCode::BAD_REQUEST,
+            Self::RoomNotRinging | Self::RoomClosed => StatusCode::CONFLICT,
+            Self::IceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotInvitee => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -150,6 +173,12 @@ impl ErrorCode {
             Self::TotpAlreadyEnabled => "two-factor authentication is already enabled",
             Self::TotpNotPending => "no two-factor enrolment is pending",
             Self::TotpNotEnabled => "two-factor authentication is not enabled",
+            Self::InviteeUnknown => "no active account matches the invitee",
+            Self::CannotInviteSelf => "a call needs someone else",
+            Self::RoomNotRinging => "the room is not ringing any more",
+            Self::RoomClosed => "the room has ended",
+            Self::NotInvitee => "only the invitee can accept the call",
+            Self::IceUnavailable => "no relays are configured",
             Self::Internal => "internal error",
         }
     }

@@ -28,6 +28,7 @@ pub mod audit;
 pub mod config;
 pub mod crypto;
 mod error;
+pub mod ice;
 pub mod lockout;
 pub mod outbox;
 pub mod password;
@@ -62,7 +63,13 @@ impl Timestamp {
 ///
 /// Adapters that apply migrations themselves (the native host) use this list; D1 and Spin read
 /// the same files from the `migrations/` folder.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_accounts.sql",
-    include_str!("../../../migrations/0001_accounts.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_accounts.sql",
+        include_str!("../../../migrations/0001_accounts.sql"),
+    ),
+    (
+        "0002_rooms.sql",
+        include_str!("../../../migrations/0002_rooms.sql"),
+    ),
+];

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use bedside_core::config::{Argon2Params, Config};
+use bedside_core::config::{Argon2Params, Config, TurnConfig};
 
 /// Everything the host needs to start.
 #[derive(Debug, Clone)]
@@ -25,6 +25,20 @@ pub struct HostConfig {
     pub provider: Option<(String, String)>,
     /// The core's settings.
     pub core: Config,
+    /// The secret shared with the TURN relays (`BEDSIDE_TURN_SECRET`).
+    pub turn_secret: Option<Secret>,
+    /// PEM certificate chain and private key for TLS (`BEDSIDE_TLS_CERT`, `BEDSIDE_TLS_KEY`).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Secret bytes whose `Debug` shows only their length.
+#[derive(Clone)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -92,6 +106,31 @@ impl HostConfig {
             core.resend_interval_secs = v;
         }
 
+        let turn_secret = env("BEDSIDE_TURN_SECRET").map(|s| Secret(s.into_bytes()));
+        core.turn = match (env("BEDSIDE_TURN_URLS"), &turn_secret) {
+            (Some(hosts), Some(_)) => {
+                let hosts = hosts.split(',').map(|h| h.trim().to_owned());
+                let mut turn = TurnConfig::new(hosts.filter(|h| !h.is_empty()).collect());
+                if let Some(v) = env_parse("BEDSIDE_TURN_TTL_SECS")? {
+                    turn.ttl_secs = v;
+                }
+                if let Some(v) = env_parse("BEDSIDE_TURN_PORT")? {
+                    turn.port = v;
+                }
+                if let Some(v) = env_parse("BEDSIDE_TURN_TLS_PORT")? {
+                    turn.tls_port = v;
+                }
+                Some(turn)
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("BEDSIDE_TURN_URLS and BEDSIDE_TURN_SECRET go together"),
+        };
+        let tls = match (env("BEDSIDE_TLS_CERT"), env("BEDSIDE_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (None, None) => None,
+            _ => anyhow::bail!("BEDSIDE_TLS_CERT and BEDSIDE_TLS_KEY go together"),
+        };
+
         let trusted_proxies = env("BEDSIDE_TRUSTED_PROXIES")
             .map(|v| {
                 v.split(',')
@@ -115,6 +154,8 @@ impl HostConfig {
                 .unwrap_or_else(|| "Bedside <noreply@localhost>".into()),
             provider,
             core,
+            turn_secret,
+            tls,
         })
     }
 }

@@ -7,4 +7,5 @@ pub mod config;
 pub mod db;
 pub mod keys;
 pub mod outbox;
+pub mod rooms;
 pub mod server;

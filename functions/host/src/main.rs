@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use bedside_host::config::HostConfig;
 use bedside_host::outbox::{FileSink, HostOutbox, HttpSender, SmtpSender};
+use bedside_host::rooms::Rooms;
 use bedside_host::{db, keys, server};
 
 const USAGE: &str = "usage:
@@ -95,11 +96,16 @@ async fn run(config: HostConfig) -> anyhow::Result<()> {
         },
         (None, _) => file,
     };
+    let mut api = Api::new(config.core.clone(), keys);
+    if let Some(secret) = &config.turn_secret {
+        api = api.with_turn_secret(secret.0.clone());
+    }
     let state = server::AppState {
-        api: Arc::new(Api::new(config.core.clone(), keys)),
+        api: Arc::new(api),
         db,
         outbox,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        rooms: Rooms::new(bedside_signaling::Config::default()),
     };
     let app = server::app(state, config.web_dir.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)

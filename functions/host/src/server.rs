@@ -7,17 +7,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::response::Response;
-use axum::routing::any;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts as _, Path, Request, State};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{any, get};
 use bedside_core::api::{Api, Client, MAX_BODY_BYTES, error_response};
 use bedside_core::{Error, ErrorCode, Timestamp};
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::db::Sqlite;
 use crate::outbox::HostOutbox;
+use crate::rooms::{Backend, Rooms};
 
 /// What every request shares.
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct AppState {
     pub outbox: HostOutbox,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<IpAddr>>,
+    /// The live rooms.
+    pub rooms: Rooms,
 }
 
 /// The router: API paths into the core, everything else to the web folder if there is one.
@@ -40,6 +45,7 @@ pub fn app(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/openapi.json", api.clone())
         .route("/.well-known/jwks.json", api.clone())
         .route("/v1", api.clone())
+        .route("/v1/rooms/{id}/ws", get(room_socket))
         .route("/v1/{*rest}", api.clone());
     let router = match web_dir {
         Some(dir) => router.fallback_service(ServeDir::new(dir)),
@@ -100,6 +106,7 @@ async fn serve_api(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let request = http::Request::from_parts(parts, bytes);
+    let ended_room = ended_room(&request);
     let response = state
         .api
         .handle(
@@ -111,5 +118,59 @@ async fn serve_api(State(state): State<AppState>, req: Request) -> Response {
             seed(),
         )
         .await;
+    if let Some(id) = ended_room
+        && response.status() == http::StatusCode::OK
+    {
+        state.rooms.end(&id).await;
+    }
     response.map(Body::from)
+}
+
+/// The room a request ends, if it is `POST /v1/rooms/{id}/abort`: its live channel must end
+/// with it.
+fn ended_room(req: &http::Request<Bytes>) -> Option<String> {
+    let id = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/rooms/")?
+        .strip_suffix("/abort")?;
+    (req.method() == http::Method::POST && Api::is_room_id(id)).then(|| id.to_owned())
+}
+
+/// `GET /v1/rooms/{id}/ws`: the room's signaling channel. The room must be live; who may join
+/// is settled inside, by the token sent in `hello`.
+async fn room_socket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let refuse = |code: ErrorCode| error_response(&Error::Refused(code)).map(Body::from);
+    if !Api::is_room_id(&id) {
+        return refuse(ErrorCode::NotFound);
+    }
+    let address = client_address(&req, &state.trusted_proxies);
+    let participants = match state.api.room_for_socket(&state.db, &id, now()).await {
+        Ok(Some(participants)) => participants,
+        Ok(None) => return refuse(ErrorCode::NotFound),
+        Err(error) => return error_response(&error).map(Body::from),
+    };
+    let (mut parts, _) = req.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let limit = state.rooms.config().max_message_bytes + 1024;
+    let backend = Backend {
+        api: Arc::clone(&state.api),
+        db: state.db.clone(),
+    };
+    let rooms = state.rooms.clone();
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            rooms
+                .serve(backend, id, participants, socket, address)
+                .await;
+        })
 }

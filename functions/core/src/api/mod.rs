@@ -7,6 +7,7 @@ mod accounts;
 mod auth;
 mod codes;
 mod me;
+mod rooms;
 
 use std::net::IpAddr;
 
@@ -23,6 +24,8 @@ use crate::password::Hasher;
 use crate::store::Database;
 use crate::tokens::Signer;
 use crate::{Error, ErrorCode, Timestamp};
+
+pub use rooms::{Room, RoomActivity, RoomState};
 
 /// Largest request body accepted, in bytes. Adapters should stop reading past it.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -59,6 +62,7 @@ pub struct Api {
     hasher: Hasher,
     kek: SecretKey,
     pepper: SecretKey,
+    turn_secret: Option<Vec<u8>>,
 }
 
 /// What one request works with.
@@ -108,7 +112,15 @@ impl Api {
             config,
             kek: keys.kek,
             pepper: keys.pepper,
+            turn_secret: None,
         }
+    }
+
+    /// Sets the secret shared with the TURN relays, from which per-participant credentials are
+    /// minted (see [`crate::ice`]). It never leaves the server.
+    pub fn with_turn_secret(mut self, secret: Vec<u8>) -> Self {
+        self.turn_secret = Some(secret);
+        self
     }
 
     /// The deployment's settings.
@@ -245,7 +257,40 @@ async fn route<D: Database, O: Outbox>(
             let who = auth::authenticate(ctx, req).await?;
             me::audit_export(ctx, &who, req.uri().query()).await
         }
-        _ => Err(ErrorCode::NotFound.into()),
+        "/v1/rooms" => {
+            allow(&[Method::POST])?;
+            let who = auth::authenticate(ctx, req).await?;
+            rooms::create(ctx, &who, body(req)?).await
+        }
+        _ => match path
+            .strip_prefix("/v1/rooms/")
+            .map(|rest| rest.split_once('/'))
+        {
+            Some(Some((id, action))) if rooms::is_room_id(id) => {
+                let allowed: &'static [Method] = match action {
+                    "accept" | "abort" => &[Method::POST],
+                    "ice" => &[Method::GET],
+                    _ => return Err(ErrorCode::NotFound.into()),
+                };
+                allow(allowed)?;
+                let who = auth::authenticate(ctx, req).await?;
+                match action {
+                    "accept" => rooms::accept(ctx, &who, id).await,
+                    "abort" => rooms::abort(ctx, &who, id).await,
+                    _ => rooms::ice_config(ctx, &who, id).await,
+                }
+            }
+            Some(None) => {
+                let id = path.trim_start_matches("/v1/rooms/");
+                if !rooms::is_room_id(id) {
+                    return Err(ErrorCode::NotFound.into());
+                }
+                allow(&[Method::GET])?;
+                let who = auth::authenticate(ctx, req).await?;
+                rooms::show(ctx, &who, id).await
+            }
+            _ => Err(ErrorCode::NotFound.into()),
+        },
     }
 }
 
@@ -279,7 +324,10 @@ fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     let headers = response.headers_mut();
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     headers.insert(
         http::header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -308,10 +356,10 @@ pub fn error_response(error: &Error) -> Response<Bytes> {
         status,
         &serde_json::json!({"error": {"code": code.as_str(), "message": code.message()}}),
     );
-    if let Error::Throttled { retry_after, .. } = error {
-        if let Ok(value) = HeaderValue::from_str(&(*retry_after).max(1).to_string()) {
-            response.headers_mut().insert(RETRY_AFTER, value);
-        }
+    if let Error::Throttled { retry_after, .. } = error
+        && let Ok(value) = HeaderValue::from_str(&(*retry_after).max(1).to_string())
+    {
+        response.headers_mut().insert(RETRY_AFTER, value);
     }
     if let Error::MethodNotAllowed(methods) = error {
         let list: Vec<&str> = methods.iter().map(Method::as_str).collect();
