@@ -9,3 +9,4 @@ pub mod keys;
 pub mod outbox;
 pub mod rooms;
 pub mod server;
+pub mod tls;

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
+use axum::serve::ListenerExt as _;
 use bedside_core::api::Api;
 use tracing_subscriber::EnvFilter;
 
 use bedside_host::config::HostConfig;
 use bedside_host::outbox::{FileSink, HostOutbox, HttpSender, SmtpSender};
 use bedside_host::rooms::Rooms;
+use bedside_host::tls::{self, TlsListener};
 use bedside_host::{db, keys, server};
 
 const USAGE: &str = "usage:
@@ -112,19 +114,32 @@ async fn run(config: HostConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
-    println!("Bedside is running on http://{addr}/");
-    println!("  API       http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, "listening");
+    println!("Bedside is running on {scheme}://{addr}/");
+    println!("  API       {scheme}://{addr}/v1   (OpenAPI: {scheme}://{addr}/openapi.json)");
     println!("  data      {}", config.data_dir.display());
     if config.smtp_url.is_none() && config.provider.is_none() {
         println!("  messages  {} (local outbox)", outbox_path.display());
     }
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await?;
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match &config.tls {
+        Some((cert, key)) => {
+            let listener = TlsListener::new(listener, tls::acceptor(cert, key)?)?;
+            axum::serve(listener.tap_io(|_| {}), service)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+    }
     tracing::info!("shut down");
     Ok(())
 }
