@@ -5,6 +5,7 @@ BEDSIDE_OUTBOX                 JSONL file the deployment's local message sink ap
 BEDSIDE_BIN                    the `bedside` binary, for `bedside audit-verify FILE`
 BEDSIDE_LOCKOUT_FREE_ATTEMPTS  failed attempts the server allows before it answers 429 (5)
 BEDSIDE_CLIENT_ADDRESSES       auto (own 127.x.y.z source address per test on loopback), on, off
+BEDSIDE_SERVER_LOG             the server's log; checked at the end for any secret the tests used
 
 A deployment whose messages land elsewhere overrides the `outbox_source` fixture with any object
 that has a `messages()` method (see `support.OutboxSource`).
@@ -12,11 +13,44 @@ that has a `messages()` method (see `support.OutboxSource`).
 
 from __future__ import annotations
 
+import os
+import re
+import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from support import Accounts, AddressPool, Api, Config, Contract, JsonlOutbox, Outbox, OutboxSource
+from support import (
+    SEEN_SECRETS,
+    STRONG_PASSWORD,
+    Accounts,
+    AddressPool,
+    Api,
+    Config,
+    Contract,
+    JsonlOutbox,
+    Outbox,
+    OutboxSource,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def server_log_stays_secret_free() -> Iterator[None]:
+    """After the run, no password, code, token or seed that a test used is in the server log."""
+    yield
+    path = os.environ.get("BEDSIDE_SERVER_LOG")
+    if not path:
+        return
+    time.sleep(0.5)  # let the last lines reach the file
+    log = Path(path).read_text(encoding="utf-8", errors="replace")
+    leaked = set()
+    for secret in SEEN_SECRETS | {STRONG_PASSWORD}:
+        if len(secret) >= 8 and secret in log:
+            leaked.add(secret)
+        elif re.search(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])", log):
+            leaked.add(secret)
+    assert not leaked, f"secrets in the server log: {sorted(s[:6] + '…' for s in leaked)}"
 
 
 @pytest.fixture(scope="session")

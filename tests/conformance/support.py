@@ -383,6 +383,9 @@ def jwt_encode(header: dict, payload: dict, sign: Callable[[bytes], bytes] | Non
 
 STRONG_PASSWORD = "Correct7Horse"
 
+# Every secret any test handled (passwords, codes, tokens, TOTP seeds), for the log check.
+SEEN_SECRETS: set[str] = set()
+
 
 @dataclass
 class Account:
@@ -410,8 +413,9 @@ class Account:
         return self.tokens["refresh_token"]
 
     def remember(self, *values: str) -> None:
-        """Keeps secrets that must never show up in the audit export."""
+        """Keeps secrets that must never show up in the audit export or the server's log."""
         self.secrets.extend(v for v in values if v)
+        SEEN_SECRETS.update(v for v in values if v)
 
 
 class Accounts:

@@ -19,11 +19,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_bg bedside "$log" env BEDSIDE_LOCKOUT_FREE_ATTEMPTS=5 \
+# Debug logging, so that the check for secrets in the log covers everything the host says.
+start_bg bedside "$log" env BEDSIDE_LOCKOUT_FREE_ATTEMPTS=5 BEDSIDE_LOG=debug \
   "$BEDSIDE_BIN" serve --listen "127.0.0.1:$port" --data-dir "$data"
 wait_http "http://127.0.0.1:$port/healthz" 60
 
 BEDSIDE_BASE_URL="http://127.0.0.1:$port" \
   BEDSIDE_OUTBOX="$data/outbox.jsonl" \
+  BEDSIDE_SERVER_LOG="$log" \
   BEDSIDE_LOCKOUT_FREE_ATTEMPTS=5 \
   timeout 1200 tests/.venv/bin/python -m pytest tests/conformance -q "$@"
