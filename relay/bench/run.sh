@@ -8,7 +8,8 @@
 # Every relay runs pinned to CPU 0 and the load (uclient, probe) to CPU 1, inside a network
 # namespace that has nothing but loopback. The load is uclient in client-to-client mode (-y):
 # each message crosses the relay twice (client -> allocation A -> allocation B -> client), so
-# relayed packets = 2 x messages received. For each relay the script prints:
+# relayed packets = 2 x messages received. uclient paces every session with a timer, so load
+# grows with the number of sessions, split over several uclient processes. For each relay:
 #   - the highest offered load (relayed packets/s) on the ladder with under 0.5% loss,
 #   - relayed packets/s measured there and relayed packets per relay CPU-second (from the
 #     process's utime + stime in /proc),
@@ -40,18 +41,22 @@ fi
 ip link set lo up
 others=$(ip -o link show | awk -F': ' '{print $2}' | grep -v '^lo$' || true)
 [ -z "$others" ] || { echo "refusing to run: interfaces other than lo: $others"; exit 1; }
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
+# Total uclient sessions per step, in uclient processes of at most 100 sessions each (uclient
+# paces every session with its own timer, so load grows with sessions; turn-rs 4.1 stops
+# relaying for one client process with more than about 100 sessions).
+per_proc=100
 if [ "$quick" = 1 ]; then
-  ladder=(50 200 400)
-  messages=200
+  ladder=(200 800)
+  messages=300
 else
-  ladder=(50 100 200 300 400 600 800)
-  messages=400
+  ladder=(200 400 800 1200 1600 2400)
+  messages=600
 fi
-interval_ms=10   # per client: 100 messages/s
+interval_ms=5    # per session: at most 200 messages/s
 size=160         # bytes per message, like an audio frame with SRTP overhead
 
 secret=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -118,30 +123,54 @@ stop_relay() {
   sleep 0.5
 }
 
-# One load step: prints "offered relayed_pps pkts_per_cpu_s loss_percent cpu_percent".
+# One load step. Starts the uclient processes, measures relay CPU over the whole step (session
+# setup included, the same for every relay) and relayed packets/s over the sending window, and
+# prints
+# "offered relayed_pps pkts_per_cpu_s loss_percent cpu_percent".
 load_step() {
-  local clients=$1 log="$work/uclient.log"
-  local t0 c0 t1 c1
+  local sessions=$1 procs=$(( ($1 + per_proc - 1) / per_proc )) i
+  local per=$(( $1 / procs ))
+  local loads=()
+  local c0 t0 t1 c1
   c0=$(cpu_ticks "$relay_pid")
+  for i in $(seq "$procs"); do
+    timeout 300 taskset -c 1 turnutils_uclient -y -W "$secret" -u bench -m "$per" \
+      -n "$messages" -l "$size" -z "$interval_ms" -c 127.0.0.1 >"$work/uclient-$i.log" 2>&1 &
+    loads+=($!)
+  done
+  running() { local p; for p in "${loads[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+  count_with() { grep -l "$1" "$work"/uclient-*.log 2>/dev/null | wc -l; }
+  # The sending window: from the first process done connecting to the last done sending.
+  while [ "$(count_with 'Total connect time')" -lt 1 ] && running; do sleep 0.05; done
   t0=$(date +%s.%N)
-  timeout 120 taskset -c 1 turnutils_uclient -y -W "$secret" -u bench -m "$clients" \
-    -n "$messages" -l "$size" -z "$interval_ms" -c 127.0.0.1 >"$log" 2>&1 || true
+  local prober=
+  if [ "${2:-}" = probe ]; then
+    taskset -c 1 "$probe" rtt 127.0.0.1:3478 "$secret" 2000 400 >"$work/rtt.log" 2>&1 &
+    prober=$!
+  fi
+  while [ "$(count_with 'Total transmit time')" -lt "$procs" ] && running; do sleep 0.05; done
   t1=$(date +%s.%N)
+  wait "${loads[@]}" || true
   c1=$(cpu_ticks "$relay_pid")
-  local sent recv
-  sent=$(sed -n 's/.*start_mclient: tot_send_msgs=\([0-9]*\), tot_recv_msgs=\([0-9]*\).*/\1/p' "$log" | tail -1)
-  recv=$(sed -n 's/.*start_mclient: tot_send_msgs=\([0-9]*\), tot_recv_msgs=\([0-9]*\).*/\2/p' "$log" | tail -1)
-  local transmit
-  transmit=$(sed -n 's/.*Total transmit time is \([0-9]*\).*/\1/p' "$log" | tail -1)
-  awk -v m="$clients" -v z="$interval_ms" -v s="${sent:-0}" -v r="${recv:-0}" \
-    -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" -v tx="${transmit:-0}" -v ticks="$((c1 - c0))" -v tck="$tck" \
+  [ -n "$prober" ] && { wait "$prober" || true; }
+  local sent=0 recv=0 s r f
+  [ -n "$t0" ] && [ -n "$t1" ] || t1=$t0
+  for f in "$work"/uclient-*.log; do
+    s=$(sed -n 's/.*start_mclient: tot_send_msgs=\([0-9]*\), tot_recv_msgs=\([0-9]*\).*/\1/p' "$f" | tail -1)
+    r=$(sed -n 's/.*start_mclient: tot_send_msgs=\([0-9]*\), tot_recv_msgs=\([0-9]*\).*/\2/p' "$f" | tail -1)
+    sent=$((sent + ${s:-0}))
+    recv=$((recv + ${r:-0}))
+  done
+  rm -f "$work"/uclient-*.log
+  awk -v m="$sessions" -v z="$interval_ms" -v s="$sent" -v r="$recv" -v t0="$t0" -v t1="$t1" \
+    -v ticks="$((c1 - c0))" -v tck="$tck" \
     'BEGIN {
       offered = 2 * m * 1000 / z
-      dur = (tx > 0) ? tx : wall
+      wall = (t1 - t0 > 0) ? t1 - t0 : 1
       cpu = ticks / tck
       relayed = 2 * r
       loss = (s > 0) ? 100 * (s - r) / s : 100
-      printf "%d %.0f %.0f %.2f %.0f\n", offered, relayed / dur, (cpu > 0 ? relayed / cpu : 0), loss, 100 * cpu / wall
+      printf "%d %.0f %.0f %.2f %.0f\n", offered, relayed / wall, (cpu > 0 ? relayed / cpu : 0), loss, 100 * cpu / wall
     }'
 }
 
@@ -166,7 +195,7 @@ for name in coturn turn-rs bedside; do
   best_clients=0
   for clients in "${ladder[@]}"; do
     step=$(load_step "$clients")
-    echo "   clients=$clients: offered relayed_pps pkts/cpu_s loss% cpu% = $step" >&2
+    echo "   sessions=$clients: offered relayed_pps pkts/cpu_s loss% cpu% = $step" >&2
     loss=$(echo "$step" | awk '{ print $4 }')
     if awk -v l="$loss" 'BEGIN { exit !(l < 0.5) }'; then
       best=$step
@@ -178,10 +207,7 @@ for name in coturn turn-rs bedside; do
 
   p99=0
   if [ "$best_clients" -gt 0 ]; then
-    taskset -c 1 "$probe" rtt 127.0.0.1:3478 "$secret" 2000 400 >"$work/rtt.log" 2>&1 &
-    prober=$!
-    load_step "$best_clients" >/dev/null
-    wait "$prober" || true
+    load_step "$best_clients" probe >/dev/null
     p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' "$work/rtt.log")
     echo "   probe: $(cat "$work/rtt.log" | tail -1)" >&2
   fi

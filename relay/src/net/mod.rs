@@ -23,7 +23,8 @@ use tracing::{debug, error, info};
 
 use crate::config::Settings;
 use crate::proto::server::{
-    AllocationId, Event, FiveTuple, Output, PEER_HEADROOM, PEER_TAILROOM, Server, Transport,
+    AllocationId, Event, FastMap, FiveTuple, Output, PEER_HEADROOM, PEER_TAILROOM, Server,
+    Transport,
 };
 use crate::{Error, Pii};
 
@@ -64,7 +65,7 @@ pub(crate) struct Shared {
     /// The one receive buffer for every UDP socket (tasks never hold it across an await), with
     /// headroom and tailroom for building client messages in place.
     buf: Vec<u8>,
-    relays: HashMap<AllocationId, RelaySocket>,
+    relays: FastMap<AllocationId, RelaySocket>,
     udp: Vec<Option<Rc<UdpSocket>>>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     events: Option<mpsc::Sender<(Duration, Event)>>,
@@ -292,7 +293,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         RefCell::new(Shared {
             server: Server::new(settings.server.clone(), nonce_key, seed),
             buf: vec![0; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM],
-            relays: HashMap::new(),
+            relays: FastMap::default(),
             udp: Vec::new(),
             streams: HashMap::new(),
             events: events.as_ref().map(|(tx, _)| tx.clone()),

@@ -34,6 +34,8 @@ const UDP: u8 = 17;
 const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 /// How many relay ports an Allocate tries before answering 508.
 const BIND_ATTEMPTS: u8 = 16;
+/// Sources tracked by the 401 rate limit at once.
+const MAX_LIMITED_SOURCES: usize = 100_000;
 /// How long a port reserved by EVEN-PORT with the R bit is held (RFC 8656 suggests 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// Headroom the caller leaves before a peer datagram so it can become a Data indication in place:
@@ -382,7 +384,7 @@ struct Reply {
 /// from the network, but a client cannot choose many colliding source addresses cheaply and the
 /// maps are bounded by the allocation quota.
 #[derive(Default)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -401,7 +403,7 @@ impl Hasher for FxHasher {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// The TURN server. See the crate documentation for the drive loop.
 pub struct Server {
@@ -1288,11 +1290,17 @@ impl Server {
                 self.config.unauthorized_rate,
                 self.config.unauthorized_burst,
             );
-            let bucket = self
-                .unauthorized
-                .entry(reply.to.client.ip())
-                .or_insert_with(|| TokenBucket::new(rate, burst, now));
-            if !bucket.take(1, now) {
+            let ip = reply.to.client.ip();
+            // Many sources at once (spoofed floods): stop answering rather than grow the table.
+            let full = self.unauthorized.len() >= MAX_LIMITED_SOURCES
+                && !self.unauthorized.contains_key(&ip);
+            let allowed = !full
+                && self
+                    .unauthorized
+                    .entry(ip)
+                    .or_insert_with(|| TokenBucket::new(rate, burst, now))
+                    .take(1, now);
+            if !allowed {
                 self.stats.rate_limited += 1;
                 return;
             }
