@@ -48,6 +48,15 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_account ON sessions (account_id);
 
+-- Second-factor challenges handed out after a correct password: each completes one login.
+CREATE TABLE mfa_challenges (
+    jti        TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE INDEX mfa_challenges_by_account ON mfa_challenges (account_id);
+
 -- Opaque refresh tokens, stored as SHA-256; rotated on use.
 CREATE TABLE refresh_tokens (
     hash       TEXT PRIMARY KEY,
@@ -58,6 +67,7 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
 
 -- Failure counters for lockout and rate limits, updated with one atomic statement each.
+-- locked_until and updated_at are unix milliseconds.
 CREATE TABLE throttles (
     key          TEXT PRIMARY KEY,
     failures     INTEGER NOT NULL,

@@ -86,6 +86,7 @@ impl EventType {
 
 /// Whether the operation succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// It did.
@@ -443,10 +444,12 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
-/// Verifies a JSON Lines export: each line parses, its hash matches its content, its
-/// `prev_hash` is the previous line's hash (the first line's is the genesis value, or its
-/// predecessor's if the export starts mid-chain at `seq` > 1 — then only the rest is checked),
-/// and sequence numbers follow each other. Returns the number of records.
+/// Verifies a JSON Lines export: each line parses, its hash matches its content, the first
+/// record is `seq` 1 on the genesis hash, each `prev_hash` is the previous line's hash, and
+/// sequence numbers follow each other. Returns the number of records.
+///
+/// The hashes are not keyed: this proves that an export is whole and unedited between its first
+/// and last record, not that its last record is the newest one.
 pub fn verify_export(text: &str) -> Result<usize, ChainBreak> {
     let mut previous: Option<Record> = None;
     let mut count = 0;
@@ -468,8 +471,11 @@ pub fn verify_export(text: &str) -> Result<usize, ChainBreak> {
             )));
         }
         match &previous {
-            None if record.seq == 1 && record.prev_hash != GENESIS => {
-                return Err(brk("seq 1: does not start from the genesis hash".to_owned()));
+            None if record.seq != 1 || record.prev_hash != GENESIS => {
+                return Err(brk(format!(
+                    "seq {}: the export does not start at the beginning of its chain",
+                    record.seq
+                )));
             }
             None => {}
             Some(p) if record.seq != p.seq + 1 => {
@@ -535,6 +541,13 @@ mod tests {
         let err = verify_export(&to_jsonl(&records)).unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.reason.contains("missing"), "{}", err.reason);
+    }
+
+    #[test]
+    fn removed_head_is_found() {
+        let records = chain(4);
+        let err = verify_export(&to_jsonl(&records[1..])).unwrap_err();
+        assert_eq!(err.line, 1);
     }
 
     #[test]

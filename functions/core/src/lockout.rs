@@ -63,6 +63,7 @@ impl LockoutPolicy {
 
 /// What a reservation found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reservation {
     /// The attempt may go ahead; it is already counted as a failure until cleared.
     Allowed,
@@ -91,7 +92,10 @@ RETURNING failures";
 
 const LOOKUP: &str = "SELECT locked_until, failures FROM throttles WHERE key = ?1";
 const CLEAR: &str = "DELETE FROM throttles WHERE key = ?1";
-const REFUND: &str = "UPDATE throttles SET failures = max(failures - 1, 0) WHERE key = ?1";
+const REFUND: &str = "\
+UPDATE throttles SET failures = max(failures - 1, 0),
+                     locked_until = CASE WHEN failures - 1 < ?2 THEN 0 ELSE locked_until END
+WHERE key = ?1";
 
 /// Counts an attempt on `key` and says whether it may go ahead.
 pub async fn reserve<D: Database>(
@@ -100,7 +104,9 @@ pub async fn reserve<D: Database>(
     policy: &LockoutPolicy,
     now: Timestamp,
 ) -> Result<Reservation, Error> {
-    let now = now.secs();
+    // Counters keep milliseconds, so a one-second lock lasts a whole second.
+    let now = now.millis();
+    let ms = |secs: i64| secs.saturating_mul(1000);
     let rows = db
         .query(Statement::new(
             RESERVE,
@@ -108,10 +114,10 @@ pub async fn reserve<D: Database>(
                 key.into(),
                 now.into(),
                 policy.free_attempts.into(),
-                policy.base_delay_secs.into(),
-                policy.max_delay_secs.into(),
+                ms(policy.base_delay_secs).into(),
+                ms(policy.max_delay_secs).into(),
                 policy.hard_cap.into(),
-                policy.window_secs.into(),
+                ms(policy.window_secs).into(),
             ],
         ))
         .await?;
@@ -126,7 +132,7 @@ pub async fn reserve<D: Database>(
     let retry_after = if failures >= policy.hard_cap {
         3600
     } else {
-        (locked_until - now).max(1)
+        ((locked_until - now + 999) / 1000).max(1)
     };
     Ok(Reservation::Denied { retry_after })
 }
@@ -152,6 +158,7 @@ pub fn clear(key: &str) -> Statement {
 
 /// The statement that takes back one counted attempt on `key` (an attempt that succeeded), for
 /// counters shared by many people, such as a client address, that a success must not clear.
-pub fn refund(key: &str) -> Statement {
-    Statement::new(REFUND, vec![Value::from(key)])
+/// The lock lifts again if the count falls back below `policy`'s free attempts.
+pub fn refund(key: &str, policy: &LockoutPolicy) -> Statement {
+    Statement::new(REFUND, vec![Value::from(key), policy.free_attempts.into()])
 }

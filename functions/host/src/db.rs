@@ -89,9 +89,20 @@ fn to_sql(v: &Value) -> rusqlite::types::Value {
     }
 }
 
+/// Only a key collision is a conflict (a writer that lost a race may retry); any other
+/// constraint failure is a bug and is reported as such.
 fn map_err(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict,
+    use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == ErrorCode::ConstraintViolation
+                && matches!(
+                    f.extended_code,
+                    SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
+                ) =>
+        {
+            StoreError::Conflict
+        }
         _ => StoreError::Backend(e.to_string()),
     }
 }

@@ -47,6 +47,43 @@ impl std::fmt::Debug for HostOutbox {
     }
 }
 
+/// Hands messages to a background task that delivers them, so a request never waits on (or
+/// times) a mail server or a provider API.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    tx: tokio::sync::mpsc::Sender<Message>,
+}
+
+impl Queue {
+    /// Starts the delivery task for `sender`, holding at most `capacity` waiting messages.
+    pub fn spawn(sender: HostOutbox, capacity: usize) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(capacity);
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let (channel, purpose) = (message.channel, message.purpose);
+                if let Err(error) = sender.send(message).await {
+                    // Server replies often quote the recipient: details only at debug level.
+                    tracing::error!(?channel, ?purpose, "message delivery failed");
+                    tracing::debug!(%error, "message delivery failure detail");
+                }
+            }
+        });
+        Self { tx }
+    }
+}
+
+impl Outbox for Queue {
+    async fn send(&self, message: Message) -> Result<(), OutboxError> {
+        self.tx.try_send(message).map_err(|e| {
+            tracing::warn!(
+                capacity = self.tx.max_capacity(),
+                "outbox queue full or closed"
+            );
+            OutboxError::Delivery(e.to_string())
+        })
+    }
+}
+
 impl Outbox for HostOutbox {
     async fn send(&self, message: Message) -> Result<(), OutboxError> {
         match self {
@@ -82,10 +119,13 @@ impl FileSink {
         let path = self.path.clone();
         let lock = Arc::clone(&self.lock);
         tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt as _;
             let _guard = lock.lock();
+            // The sink holds live codes: readable by the service account only.
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)?;
             file.write_all(format!("{line}\n").as_bytes())
         })

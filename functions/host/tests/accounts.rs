@@ -305,6 +305,8 @@ async fn sms_codes_expire_in_minutes_and_die_after_five_wrong_tries() {
     assert_eq!(a.status, StatusCode::ACCEPTED);
     let fresh = h.outbox.last_code("+41791234567").unwrap();
     assert_ne!(fresh, code);
+    // The expired try counted against the account: four more wrong tries reach its limit of
+    // five, then each further try waits, and the code itself dies after five wrong tries.
     for _ in 0..4 {
         let a = h
             .post(
@@ -320,7 +322,16 @@ async fn sms_codes_expire_in_minutes_and_die_after_five_wrong_tries() {
             json!({"email": "sam@example.org", "code": "000001"}),
         )
         .await;
+    assert_eq!((a.code(), a.retry_after()), ("too_many_attempts", 1));
+    h.advance(1);
+    let a = h
+        .post(
+            "/v1/accounts/activate",
+            json!({"email": "sam@example.org", "code": "000001"}),
+        )
+        .await;
     assert_eq!(a.code(), "invalid_code");
+    h.advance(2);
     // Five wrong tries spent the code: the right one no longer works.
     let a = h
         .post(
@@ -483,6 +494,15 @@ async fn totp_codes_are_single_use_across_the_skew_window() {
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
+    // The challenge completed its login; a new one cannot reuse the code.
+    let a = h
+        .post(
+            "/v1/auth/mfa",
+            json!({"mfa_token": mfa_token(&challenge), "code": next}),
+        )
+        .await;
+    assert_eq!(a.code(), "invalid_token");
+    let challenge = h.login("tom@example.org", PASSWORD).await;
     let a = h
         .post(
             "/v1/auth/mfa",

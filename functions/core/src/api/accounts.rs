@@ -112,9 +112,7 @@ pub(super) async fn register<D: Database, O: Outbox>(
         totp_last_step: 0,
         created_at: ctx.now.secs(),
     };
-    let Some(code) = codes::issue(ctx, &account, Purpose::Activation).await? else {
-        return Err(Error::Corrupt("new account already has a code"));
-    };
+    let code = codes::issue(ctx, &account, Purpose::Activation);
     let channel = match account.channel {
         Channel::Email => "email",
         Channel::Sms => "sms",
@@ -179,6 +177,8 @@ pub(super) async fn activate<D: Database, O: Outbox>(
     if account.active {
         return Err(ErrorCode::InvalidCode.into());
     }
+    let key = auth::code_key(&account.id);
+    auth::throttle_account(ctx, &key, Some(&account.id)).await?;
     if let Err(error) = codes::check(ctx, &account.id, Purpose::Activation, &req.code).await {
         let event = ctx.failure(EventType::AccountActivated, Some(&account.id), error.code());
         audit::record(ctx.db, ctx.now, &event).await?;
@@ -189,8 +189,8 @@ pub(super) async fn activate<D: Database, O: Outbox>(
             "UPDATE accounts SET status = 'active' WHERE id = ?1 AND status = 'pending'",
             vec![account.id.as_str().into()],
         ),
-        codes::retire(&account.id, Purpose::Activation),
-        lockout::refund(&auth::address_key(ctx)),
+        lockout::clear(&key),
+        auth::refund_address(ctx),
     ];
     let event = ctx.event(
         EventType::AccountActivated,
@@ -238,17 +238,9 @@ async fn send_code<D: Database, O: Outbox>(
     let Some(account) = account.filter(|a| a.active == wanted_active) else {
         return Ok(accepted("sent"));
     };
-    if let Some(code) = codes::issue(ctx, &account, purpose).await? {
-        ctx.db.query(code.statement).await?;
-        codes::deliver(ctx, code.message).await;
-    }
+    codes::issue_and_send(ctx, &account, purpose).await?;
     Ok(accepted("sent"))
 }
-
-const SET_PASSWORD_WITH_CODE: &str = "\
-UPDATE accounts SET password_hash = ?1
-WHERE id = ?2 AND EXISTS (SELECT 1 FROM one_time_codes
-                          WHERE account_id = ?2 AND purpose = 'password_reset' AND code_hash = ?3)";
 
 /// `POST /v1/password-reset/confirm`: sets the password and ends every session.
 pub(super) async fn reset_confirm<D: Database, O: Outbox>(
@@ -263,24 +255,23 @@ pub(super) async fn reset_confirm<D: Database, O: Outbox>(
     let Some(account) = codes::account_by_email(ctx.db, &email).await? else {
         return Err(ErrorCode::InvalidCode.into());
     };
-    let code_hash = match codes::check(ctx, &account.id, Purpose::PasswordReset, &req.code).await {
-        Ok(hash) => hash,
-        Err(error) => {
-            let event = ctx.failure(EventType::PasswordReset, Some(&account.id), error.code());
-            audit::record(ctx.db, ctx.now, &event).await?;
-            return Err(error);
-        }
-    };
+    let key = auth::code_key(&account.id);
+    auth::throttle_account(ctx, &key, Some(&account.id)).await?;
+    if let Err(error) = codes::check(ctx, &account.id, Purpose::PasswordReset, &req.code).await {
+        let event = ctx.failure(EventType::PasswordReset, Some(&account.id), error.code());
+        audit::record(ctx.db, ctx.now, &event).await?;
+        return Err(error);
+    }
     let hash = ctx.api.hasher.hash(&req.new_password, ctx.rng.bytes())?;
     let mut change = vec![
         Statement::new(
-            SET_PASSWORD_WITH_CODE,
-            vec![hash.into(), account.id.as_str().into(), code_hash.into()],
+            "UPDATE accounts SET password_hash = ?1 WHERE id = ?2",
+            vec![hash.into(), account.id.as_str().into()],
         ),
-        codes::retire(&account.id, Purpose::PasswordReset),
-        auth::revoke_all(&account.id, None, ctx.now),
-        lockout::refund(&auth::address_key(ctx)),
+        lockout::clear(&key),
+        auth::refund_address(ctx),
     ];
+    change.extend(auth::end_all_sessions(&account.id, None, ctx.now));
     change.extend(auth::clear_account_throttles(&account.id));
     let event = ctx.event(
         EventType::PasswordReset,

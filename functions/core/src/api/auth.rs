@@ -68,30 +68,61 @@ pub(super) fn mfa_key(account: &str) -> String {
     format!("mfa:acct:{account}")
 }
 
+pub(super) fn code_key(account: &str) -> String {
+    format!("code:acct:{account}")
+}
+
 /// The statements that forget an account's failure counters.
-pub(super) fn clear_account_throttles(account: &str) -> [Statement; 2] {
+pub(super) fn clear_account_throttles(account: &str) -> [Statement; 3] {
     [
         lockout::clear(&login_key(account)),
         lockout::clear(&mfa_key(account)),
+        lockout::clear(&code_key(account)),
     ]
 }
 
-/// Ends every live session of `account`, except `keep`.
-pub(super) fn revoke_all(account: &str, keep: Option<&str>, now: Timestamp) -> Statement {
-    Statement::new(
-        "UPDATE sessions SET revoked_at = ?1 \
-         WHERE account_id = ?2 AND revoked_at IS NULL AND id IS NOT ?3",
-        vec![
-            now.secs().into(),
-            account.into(),
-            keep.map(str::to_owned).into(),
-        ],
-    )
+/// Ends every live session of `account` except `keep`, and every pending second-factor
+/// challenge.
+pub(super) fn end_all_sessions(
+    account: &str,
+    keep: Option<&str>,
+    now: Timestamp,
+) -> [Statement; 2] {
+    [
+        Statement::new(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE account_id = ?2 AND revoked_at IS NULL AND id IS NOT ?3",
+            vec![
+                now.secs().into(),
+                account.into(),
+                keep.map(str::to_owned).into(),
+            ],
+        ),
+        Statement::new(
+            "DELETE FROM mfa_challenges WHERE account_id = ?1",
+            vec![account.into()],
+        ),
+    ]
 }
 
-/// The failure counter of the caller's address.
+/// The failure counter of the caller's address. IPv6 clients are counted per /64, the block a
+/// single subscriber usually holds.
 pub(super) fn address_key<D, O>(ctx: &Ctx<'_, D, O>) -> String {
-    format!("login:addr:{}", ctx.address)
+    match ctx.address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!(
+                "login:addr:{:x}:{:x}:{:x}:{:x}::/64",
+                s[0], s[1], s[2], s[3]
+            )
+        }
+        _ => format!("login:addr:{}", ctx.address),
+    }
+}
+
+/// Hands back the attempt a success counted against the caller's address.
+pub(super) fn refund_address<D, O>(ctx: &Ctx<'_, D, O>) -> Statement {
+    lockout::refund(&address_key(ctx), &ctx.api.config.address_lockout)
 }
 
 /// Counts a credential attempt from the caller's address. A success hands it back with
@@ -109,8 +140,10 @@ pub(super) async fn throttle_address<D: Database, O: Outbox>(
     .await
 }
 
-/// Counts an attempt on `key` (per account), recording a refusal in the audit log.
-async fn throttle_account<D: Database, O: Outbox>(
+/// Counts an attempt on `key` (per account). A refusal is recorded in the audit log and also
+/// counts against the caller's address; once the address is locked too, refusals are no longer
+/// recorded, so nobody can flood another account's audit chain.
+pub(super) async fn throttle_account<D: Database, O: Outbox>(
     ctx: &Ctx<'_, D, O>,
     key: &str,
     account: Option<&str>,
@@ -123,12 +156,16 @@ async fn throttle_account<D: Database, O: Outbox>(
             retry_after,
             "credential attempts locked out"
         );
-        let event = ctx.failure(
-            EventType::ConnectionFailure,
-            account,
-            ErrorCode::TooManyAttempts,
-        );
-        audit::record(ctx.db, ctx.now, &event).await?;
+        let address = &ctx.api.config.address_lockout;
+        let charged = lockout::reserve(ctx.db, &address_key(ctx), address, ctx.now).await?;
+        if charged == lockout::Reservation::Allowed {
+            let event = ctx.failure(
+                EventType::ConnectionFailure,
+                account,
+                ErrorCode::TooManyAttempts,
+            );
+            audit::record(ctx.db, ctx.now, &event).await?;
+        }
     }
     result
 }
@@ -168,10 +205,7 @@ pub(super) async fn login<D: Database, O: Outbox>(
     };
     if !account.active {
         ctx.db
-            .batch(vec![
-                lockout::clear(&key),
-                lockout::refund(&address_key(ctx)),
-            ])
+            .batch(vec![lockout::clear(&key), refund_address(ctx)])
             .await?;
         let event = ctx.failure(
             EventType::ConnectionFailure,
@@ -182,7 +216,7 @@ pub(super) async fn login<D: Database, O: Outbox>(
         return Err(ErrorCode::AccountNotActive.into());
     }
 
-    let mut change = vec![lockout::clear(&key), lockout::refund(&address_key(ctx))];
+    let mut change = vec![lockout::clear(&key), refund_address(ctx)];
     if ctx.api.hasher.needs_rehash(&account.password_hash) {
         let upgraded = ctx.api.hasher.hash(&req.password, ctx.rng.bytes())?;
         change.push(Statement::new(
@@ -191,9 +225,17 @@ pub(super) async fn login<D: Database, O: Outbox>(
         ));
     }
     if account.totp_state == "on" {
-        ctx.db.batch(change).await?;
         let token_id = ctx.rng.id();
         let ttl = ctx.api.config.mfa_ttl_secs;
+        change.push(Statement::new(
+            "INSERT INTO mfa_challenges (jti, account_id, expires_at) VALUES (?1, ?2, ?3)",
+            vec![
+                token_id.as_str().into(),
+                account.id.as_str().into(),
+                (ctx.now.secs() + ttl).into(),
+            ],
+        ));
+        ctx.db.batch(change).await?;
         let token =
             ctx.api
                 .signer
@@ -236,7 +278,24 @@ pub(super) async fn mfa<D: Database, O: Outbox>(
     let key = mfa_key(&account.id);
     throttle_account(ctx, &key, Some(&account.id)).await?;
     throttle_address(ctx).await?;
+    let live = ctx
+        .db
+        .query(Statement::new(
+            "SELECT jti FROM mfa_challenges \
+             WHERE jti = ?1 AND account_id = ?2 AND used_at IS NULL AND expires_at > ?3",
+            vec![
+                verified.token_id.as_str().into(),
+                account.id.as_str().into(),
+                ctx.now.secs().into(),
+            ],
+        ))
+        .await?;
+    if live.is_empty() {
+        return Err(Error::Denied(ErrorCode::InvalidToken));
+    }
 
+    // A wrong code leaves the challenge open (the counters limit the guesses); a right one
+    // spends it below, once.
     if let Err(error) = check_second_factor(ctx, &account, &factor).await {
         let event = ctx
             .failure(
@@ -256,8 +315,32 @@ pub(super) async fn mfa<D: Database, O: Outbox>(
             "logged in",
         )
         .field("method", factor.method());
-    let change = vec![lockout::clear(&key), lockout::refund(&address_key(ctx))];
+    spend_challenge(ctx, &verified.token_id, &account.id).await?;
+    let change = vec![lockout::clear(&key), refund_address(ctx)];
     start_session(ctx, &account.id, change, &event).await
+}
+
+/// Marks a second-factor challenge used; a challenge completes one login, and ends with a
+/// password change or reset.
+async fn spend_challenge<D: Database, O: Outbox>(
+    ctx: &Ctx<'_, D, O>,
+    token_id: &str,
+    account: &str,
+) -> Result<(), Error> {
+    let now = ctx.now.secs();
+    let rows = ctx
+        .db
+        .query(Statement::new(
+            "UPDATE mfa_challenges SET used_at = ?1 \
+             WHERE jti = ?2 AND account_id = ?3 AND used_at IS NULL AND expires_at > ?1 \
+             RETURNING jti",
+            vec![now.into(), token_id.into(), account.into()],
+        ))
+        .await?;
+    if rows.is_empty() {
+        return Err(Error::Denied(ErrorCode::InvalidToken));
+    }
+    Ok(())
 }
 
 /// Checks and spends a second factor: a TOTP code newer than the last one accepted, or an

@@ -11,8 +11,9 @@ use super::Ctx;
 /// Letters and digits without look-alikes, for codes typed from an email.
 const EMAIL_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
-/// The columns of an account the handlers need.
-#[derive(Debug, Clone)]
+/// The columns of an account the handlers need. No `Debug`: it holds the password hash and the
+/// sealed TOTP seed.
+#[derive(Clone)]
 pub(super) struct Account {
     pub id: String,
     pub email: String,
@@ -110,6 +111,9 @@ pub(super) struct IssuedCode {
     pub message: Message,
 }
 
+/// Stores a new code unless the account's send limits say no: at most one message per
+/// `?7` seconds and `?8` per hour. The limits are checked in the same statement that writes, so
+/// parallel requests cannot each send; no row comes back when nothing may be sent.
 const UPSERT_CODE: &str = "\
 INSERT INTO one_time_codes (account_id, purpose, code_hash, expires_at, attempts_left, sent_at,
                             window_start, window_sends)
@@ -119,45 +123,23 @@ ON CONFLICT (account_id, purpose) DO UPDATE SET
     expires_at = excluded.expires_at,
     attempts_left = excluded.attempts_left,
     sent_at = excluded.sent_at,
-    window_start = CASE WHEN one_time_codes.window_start < ?6 - 3600 THEN ?6
+    window_start = CASE WHEN one_time_codes.window_start <= ?6 - 3600 THEN ?6
                         ELSE one_time_codes.window_start END,
-    window_sends = CASE WHEN one_time_codes.window_start < ?6 - 3600 THEN 1
-                        ELSE one_time_codes.window_sends + 1 END";
+    window_sends = CASE WHEN one_time_codes.window_start <= ?6 - 3600 THEN 1
+                        ELSE one_time_codes.window_sends + 1 END
+WHERE one_time_codes.sent_at <= ?6 - ?7
+  AND (one_time_codes.window_start <= ?6 - 3600 OR one_time_codes.window_sends < ?8)
+RETURNING account_id";
 
-const LAST_SEND: &str = "SELECT sent_at, window_start, window_sends FROM one_time_codes \
-    WHERE account_id = ?1 AND purpose = ?2";
-
-/// Makes a new code for `account` unless one was sent too recently. The old code, if any,
-/// stops working once the returned statement runs.
-pub(super) async fn issue<D: Database, O: Outbox>(
+/// Makes a new code for `account`. The returned statement stores it (and retires the old one)
+/// only if the send limits allow: send the message only if the statement returns a row.
+pub(super) fn issue<D: Database, O: Outbox>(
     ctx: &mut Ctx<'_, D, O>,
     account: &Account,
     purpose: Purpose,
-) -> Result<Option<IssuedCode>, Error> {
+) -> IssuedCode {
     let now = ctx.now.secs();
     let config = &ctx.api.config;
-    let rows = ctx
-        .db
-        .query(Statement::new(
-            LAST_SEND,
-            vec![account.id.as_str().into(), purpose.column().into()],
-        ))
-        .await?;
-    if let Some(row) = rows.first() {
-        let sent_at = row.int(0).unwrap_or(0);
-        let window_start = row.int(1).unwrap_or(0);
-        let sends = row.int(2).unwrap_or(0);
-        let too_soon = now - sent_at < config.resend_interval_secs;
-        let window_full = window_start >= now - 3600 && sends >= config.sends_per_hour;
-        if too_soon || window_full {
-            tracing::warn!(
-                interval = config.resend_interval_secs,
-                per_hour = config.sends_per_hour,
-                "code not sent: per-account send limit reached"
-            );
-            return Ok(None);
-        }
-    }
     let (channel, to) = account.destination();
     let (code, ttl) = match channel {
         Channel::Sms => (ctx.rng.digits(6), config.sms_code_ttl_secs),
@@ -176,10 +158,32 @@ pub(super) async fn issue<D: Database, O: Outbox>(
             (now + ttl).into(),
             config.code_attempts.into(),
             now.into(),
+            config.resend_interval_secs.into(),
+            config.sends_per_hour.into(),
         ],
     );
     let message = compose(&config.product_name, channel, to, purpose, &code, ttl);
-    Ok(Some(IssuedCode { statement, message }))
+    IssuedCode { statement, message }
+}
+
+/// Stores a code with [`issue`] and sends it if the limits allowed.
+pub(super) async fn issue_and_send<D: Database, O: Outbox>(
+    ctx: &mut Ctx<'_, D, O>,
+    account: &Account,
+    purpose: Purpose,
+) -> Result<(), Error> {
+    let code = issue(ctx, account, purpose);
+    if ctx.db.query(code.statement).await?.is_empty() {
+        let config = &ctx.api.config;
+        tracing::warn!(
+            interval = config.resend_interval_secs,
+            per_hour = config.sends_per_hour,
+            "code not sent: per-account send limit reached"
+        );
+        return Ok(());
+    }
+    deliver(ctx, code.message).await;
+    Ok(())
 }
 
 fn compose(
@@ -232,15 +236,18 @@ const SPEND_ATTEMPT: &str = "\
 UPDATE one_time_codes SET attempts_left = attempts_left - 1
 WHERE account_id = ?1 AND purpose = ?2 AND attempts_left > 0
 RETURNING code_hash, expires_at";
+const CONSUME: &str = "\
+DELETE FROM one_time_codes WHERE account_id = ?1 AND purpose = ?2 AND code_hash = ?3
+RETURNING account_id";
 
-/// Spends one attempt on `account`'s code and checks `code`. Returns the code's hash, which the
-/// caller's change must delete (single use) in the same batch.
+/// Spends one attempt on `account`'s code, checks `code`, and consumes it: of two parallel
+/// requests with the same code, one gets through.
 pub(super) async fn check<D: Database, O: Outbox>(
     ctx: &Ctx<'_, D, O>,
     account_id: &str,
     purpose: Purpose,
     code: &str,
-) -> Result<String, Error> {
+) -> Result<(), Error> {
     let rows = ctx
         .db
         .query(Statement::new(
@@ -261,10 +268,20 @@ pub(super) async fn check<D: Database, O: Outbox>(
     if expires_at <= ctx.now.secs() {
         return Err(ErrorCode::CodeExpired.into());
     }
-    Ok(stored)
+    let consumed = ctx
+        .db
+        .query(Statement::new(
+            CONSUME,
+            vec![account_id.into(), purpose.column().into(), stored.into()],
+        ))
+        .await?;
+    if consumed.is_empty() {
+        return Err(ErrorCode::InvalidCode.into());
+    }
+    Ok(())
 }
 
-/// The statement that retires a used code.
+/// The statement that retires any outstanding code for `purpose`.
 pub(super) fn retire(account_id: &str, purpose: Purpose) -> Statement {
     Statement::new(
         "DELETE FROM one_time_codes WHERE account_id = ?1 AND purpose = ?2",
@@ -277,8 +294,13 @@ pub(super) fn retire(account_id: &str, purpose: Purpose) -> Statement {
 pub(super) async fn deliver<D: Database, O: Outbox>(ctx: &Ctx<'_, D, O>, message: Message) {
     let channel = message.channel;
     let purpose = message.purpose;
-    if let Err(error) = ctx.outbox.send(message).await {
-        tracing::error!(?channel, ?purpose, %error, "message could not be handed to the outbox");
+    // The error text may carry the recipient: the sender logs its own details.
+    if ctx.outbox.send(message).await.is_err() {
+        tracing::error!(
+            ?channel,
+            ?purpose,
+            "message could not be handed to the outbox"
+        );
     }
 }
 

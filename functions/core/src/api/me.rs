@@ -114,39 +114,53 @@ pub(super) async fn totp_confirm<D: Database, O: Outbox>(
     let seed = auth::open_seed(ctx, &account)?;
     let now = u64::try_from(ctx.now.secs()).unwrap_or(0);
     let Some(step) = totp::verify(&seed, &req.code, now, 0) else {
+        let event = ctx.failure(
+            EventType::TotpEnabled,
+            Some(&account.id),
+            ErrorCode::InvalidCode,
+        );
+        audit::record(ctx.db, ctx.now, &event).await?;
         return Err(ErrorCode::InvalidCode.into());
     };
     let step = i64::try_from(step).map_err(|_| Error::Corrupt("totp step"))?;
     let recovery = totp::new_recovery_codes(&mut ctx.rng);
-    let mut change = vec![
-        Statement::new(
-            "UPDATE accounts SET totp_state = 'on', totp_last_step = ?1 \
-             WHERE id = ?2 AND totp_state = 'pending'",
-            vec![step.into(), account.id.as_str().into()],
-        ),
-        Statement::new(
-            "DELETE FROM recovery_codes WHERE account_id = ?1",
-            vec![account.id.as_str().into()],
-        ),
-        lockout::clear(&auth::mfa_key(&account.id)),
-    ];
+    let sealed = account.totp_seed.clone().unwrap_or_default();
+    // Every statement holds only while the enrolment this code proves is still pending: a
+    // parallel confirm or a restarted enrolment turns the rest of the batch into no-ops.
+    let id = account.id.as_str();
+    let mut change = vec![Statement::new(
+        "DELETE FROM recovery_codes WHERE account_id = ?1 AND EXISTS (SELECT 1 FROM accounts \
+         WHERE id = ?1 AND totp_state = 'pending' AND totp_seed = ?2)",
+        vec![id.into(), sealed.as_str().into()],
+    )];
     for code in &recovery {
         let hash = crypto::hmac_hex(
             &ctx.api.pepper,
             totp::normalize_recovery_code(code).as_bytes(),
         );
         change.push(Statement::new(
-            "INSERT INTO recovery_codes (account_id, code_hash) VALUES (?1, ?2)",
-            vec![account.id.as_str().into(), hash.into()],
+            "INSERT INTO recovery_codes (account_id, code_hash) SELECT ?1, ?2 WHERE EXISTS \
+             (SELECT 1 FROM accounts WHERE id = ?1 AND totp_state = 'pending' AND totp_seed = ?3)",
+            vec![id.into(), hash.into(), sealed.as_str().into()],
         ));
     }
+    change.push(Statement::new(
+        "UPDATE accounts SET totp_state = 'on', totp_last_step = ?1 \
+         WHERE id = ?2 AND totp_state = 'pending' AND totp_seed = ?3 RETURNING id",
+        vec![step.into(), id.into(), sealed.as_str().into()],
+    ));
+    change.push(lockout::clear(&auth::mfa_key(id)));
     let event = ctx.event(
         EventType::TotpEnabled,
         Outcome::Success,
         Some(&account.id),
         "two-factor authentication enabled",
     );
-    audit::commit(ctx.db, ctx.now, change, &event).await?;
+    let rows = audit::commit(ctx.db, ctx.now, change, &event).await?;
+    let turned_on = rows.get(recovery.len() + 1).is_some_and(|r| !r.is_empty());
+    if !turned_on {
+        return Err(ErrorCode::TotpNotPending.into());
+    }
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "recovery_codes": recovery }),
@@ -240,9 +254,15 @@ pub(super) async fn change_password<D: Database, O: Outbox>(
             "UPDATE accounts SET password_hash = ?1 WHERE id = ?2",
             vec![hash.into(), account.id.as_str().into()],
         ),
-        auth::revoke_all(&account.id, Some(&who.session), ctx.now),
         lockout::clear(&auth::login_key(&account.id)),
+        codes::retire(&account.id, crate::outbox::Purpose::PasswordReset),
     ];
+    let mut change = change;
+    change.extend(auth::end_all_sessions(
+        &account.id,
+        Some(&who.session),
+        ctx.now,
+    ));
     let event = ctx.event(
         EventType::PasswordChanged,
         Outcome::Success,
