@@ -4,6 +4,7 @@
 #
 #   sudo relay/bench/run.sh            full ladder
 #   sudo relay/bench/run.sh --quick    fewer, shorter steps
+#   RELAYS="bedside" relay/bench/run.sh --quick   only some of the relays
 #
 # Every relay runs pinned to CPU 0 and the load (uclient, probe) to CPU 1, inside a network
 # namespace that has nothing but loopback. The load is uclient in client-to-client mode (-y):
@@ -176,7 +177,7 @@ load_step() {
 
 results="$work/results"
 : >"$results"
-for name in coturn turn-rs bedside; do
+for name in ${RELAYS:-coturn turn-rs bedside}; do
   echo "== $name" >&2
   start_relay "$name"
 

@@ -207,6 +207,8 @@ impl Shared {
     }
 }
 
+/// Kernel buffer size asked for on client-facing UDP sockets.
+const LISTENER_BUFFER: usize = 8 << 20;
 /// Datagrams handled per wakeup before a socket task yields to the others.
 const BATCH: usize = 256;
 
@@ -215,12 +217,17 @@ async fn udp_listener(shared: SharedRef, listener: u16, socket: Rc<UdpSocket>) {
         if socket.readable().await.is_err() {
             continue;
         }
-        for _ in 0..BATCH {
+        let mut handled = 0;
+        while handled < BATCH {
+            handled += 1;
             let mut guard = shared.borrow_mut();
             let state = &mut *guard;
             let (len, client) = match socket.try_recv_from(&mut state.buf) {
                 Ok(received) => received,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    handled = 0;
+                    break;
+                }
                 Err(e) => {
                     // ICMP errors from earlier sends surface here on Linux; keep serving.
                     debug!(error = %e, "udp receive error");
@@ -239,7 +246,10 @@ async fn udp_listener(shared: SharedRef, listener: u16, socket: Rc<UdpSocket>) {
             }
             state.flush(now);
         }
-        tokio::task::yield_now().await;
+        if handled >= BATCH {
+            // Still readable after a full batch: let the other sockets run first.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -248,7 +258,9 @@ async fn relay_socket(shared: SharedRef, allocation: AllocationId, socket: Rc<Ud
         if socket.readable().await.is_err() {
             continue;
         }
-        for _ in 0..BATCH {
+        let mut handled = 0;
+        while handled < BATCH {
+            handled += 1;
             let mut guard = shared.borrow_mut();
             let state = &mut *guard;
             let window = PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM;
@@ -257,7 +269,10 @@ async fn relay_socket(shared: SharedRef, allocation: AllocationId, socket: Rc<Ud
             };
             let (len, peer) = match socket.try_recv_from(slot) {
                 Ok(received) => received,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    handled = 0;
+                    break;
+                }
                 Err(e) => {
                     debug!(error = %e, "relay receive error");
                     continue;
@@ -273,8 +288,23 @@ async fn relay_socket(shared: SharedRef, allocation: AllocationId, socket: Rc<Ud
                 state.send_to_client(out.to, bytes);
             }
         }
-        tokio::task::yield_now().await;
+        if handled >= BATCH {
+            // Still readable after a full batch: let the other sockets run first.
+            tokio::task::yield_now().await;
+        }
     }
+}
+
+/// A client-facing UDP socket with large kernel buffers: every client of the relay shares it, and
+/// clients send in bursts. The kernel caps the sizes at `net.core.[rw]mem_max`.
+fn bind_listener(addr: SocketAddr) -> Result<UdpSocket, Error> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(LISTENER_BUFFER);
+    let _ = socket.set_send_buffer_size(LISTENER_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(socket.into())?)
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
@@ -312,7 +342,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         let index = u16::try_from(index).map_err(|_| Error::Config("too many listeners"))?;
         match listen.transport {
             Transport::Udp => {
-                let socket = Rc::new(UdpSocket::bind(listen.addr).await?);
+                let socket = Rc::new(bind_listener(listen.addr)?);
                 let mut state = shared.borrow_mut();
                 state.udp.resize(usize::from(index) + 1, None);
                 if let Some(slot) = state.udp.get_mut(usize::from(index)) {
