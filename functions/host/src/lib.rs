@@ -10,3 +10,8 @@ pub mod outbox;
 pub mod rooms;
 pub mod server;
 pub mod tls;
+
+/// Threads for blocking work (the embedded store, message senders). The store serialises its
+/// statements on one connection, so more threads would only wait, each holding a stack and a
+/// malloc arena.
+pub const MAX_BLOCKING_THREADS: usize = 8;

@@ -73,6 +73,7 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         .init();
     let config = HostConfig::load(listen, data_dir)?;
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(bedside_host::MAX_BLOCKING_THREADS)
         .enable_all()
         .build()?
         .block_on(run(config))
@@ -135,6 +136,10 @@ async fn run(config: HostConfig) -> anyhow::Result<()> {
                 .await?;
         }
         None => {
+            // Signaling frames are small and latency matters more than packet count.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown())
                 .await?;

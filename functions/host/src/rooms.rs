@@ -1,12 +1,12 @@
 //! Rooms over WebSockets: one tokio task (the room's actor) per live room drives a
-//! [`bedside_signaling::Room`]; each connection has a reader (the upgraded request's task) and a
-//! writer task.
+//! [`bedside_signaling::Room`]; each connection has one task that reads its socket and writes
+//! what the actor queued for it.
 //!
 //! ```text
-//!  socket ─▶ reader ──Cmd──▶ room actor ──Out──▶ writer ─▶ socket
-//!                              │  ▲
-//!       token check (core) ◀───┘  └─── Cmd::Verified
-//!       audit writer (core, in order) ◀── room events
+//!  socket ⇄ connection task ──Cmd──▶ room actor
+//!                 ▲                  │  │  ▲
+//!                 └──────── Out ─────┘  │  └── Cmd::Verified ◀── token check (core)
+//!                                       └──▶ audit writer (core, one for the host, in order)
 //! ```
 //!
 //! The actor is the only owner of the room: it feeds inputs with the time since the registry
@@ -18,14 +18,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_core::api::{Api, Client, RoomActivity};
 use bedside_signaling::{AuditKind, Config, ConnId, Frame, Instant, Output, Room, RoomId, UserId};
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::SinkExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace, warn};
 
@@ -35,6 +35,8 @@ use crate::server::now as wall_clock;
 /// Commands queued for a room's actor. Readers wait when it is full (backpressure to the
 /// client's TCP window).
 const ROOM_QUEUE: usize = 1024;
+/// Commands an actor takes in before carrying out what they caused.
+const BATCH: usize = 64;
 /// Frames queued for one connection's writer before it counts as too slow and is dropped.
 const CONN_QUEUE: usize = 1024;
 
@@ -50,6 +52,7 @@ struct Inner {
     config: Config,
     epoch: tokio::time::Instant,
     next_generation: AtomicU64,
+    audit: OnceLock<mpsc::UnboundedSender<(RoomId, Job)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,11 +64,8 @@ struct Handle {
 /// What the actor is told.
 #[derive(Debug)]
 enum Cmd {
-    Open {
-        out: mpsc::Sender<Out>,
-        address: Option<IpAddr>,
-        reply: oneshot::Sender<ConnId>,
-    },
+    /// Boxed: it is rare, and the queue's slots are sized by the largest command.
+    Open(Box<Open>),
     Text {
         conn: ConnId,
         text: Utf8Bytes,
@@ -83,7 +83,14 @@ enum Cmd {
     End,
 }
 
-/// What a writer is told.
+#[derive(Debug)]
+struct Open {
+    out: mpsc::Sender<Out>,
+    address: Option<IpAddr>,
+    reply: oneshot::Sender<ConnId>,
+}
+
+/// What a connection task is told to send.
 #[derive(Debug)]
 enum Out {
     Text(Frame),
@@ -130,6 +137,7 @@ impl Rooms {
                 config,
                 epoch: tokio::time::Instant::now(),
                 next_generation: AtomicU64::new(1),
+                audit: OnceLock::new(),
             }),
         }
     }
@@ -159,28 +167,39 @@ impl Rooms {
         backend: Backend,
         id: String,
         participants: (String, String),
-        socket: WebSocket,
+        mut socket: WebSocket,
         address: Option<IpAddr>,
     ) {
-        let (sink, mut stream) = socket.split();
-        let (out_tx, out_rx) = mpsc::channel(CONN_QUEUE);
-        tokio::spawn(write(sink, out_rx));
-
+        let (out_tx, mut out_rx) = mpsc::channel(CONN_QUEUE);
         let Some((tx, conn)) = self
             .open(&backend, &id, participants, out_tx, address)
             .await
         else {
             return;
         };
-        while let Some(message) = stream.next().await {
-            let cmd = match message {
-                Ok(Message::Text(text)) => Cmd::Text { conn, text },
-                Ok(Message::Binary(_)) => Cmd::Binary { conn },
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                Ok(Message::Close(_)) | Err(_) => break,
-            };
-            if tx.send(cmd).await.is_err() {
-                return;
+        loop {
+            tokio::select! {
+                message = socket.recv() => {
+                    let cmd = match message {
+                        Some(Ok(Message::Text(text))) => Cmd::Text { conn, text },
+                        Some(Ok(Message::Binary(_))) => Cmd::Binary { conn },
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    };
+                    if tx.send(cmd).await.is_err() {
+                        return;
+                    }
+                }
+                out = out_rx.recv() => {
+                    let Some(out) = out else {
+                        // The actor forgot this connection (the room ended).
+                        let _ = socket.close().await;
+                        return;
+                    };
+                    if !write(&mut socket, out, &mut out_rx).await {
+                        break;
+                    }
+                }
             }
         }
         let _ = tx.send(Cmd::Closed { conn }).await;
@@ -199,11 +218,11 @@ impl Rooms {
         for _ in 0..3 {
             let tx = self.actor(backend, id, &participants)?;
             let (reply, conn) = oneshot::channel();
-            let open = Cmd::Open {
+            let open = Cmd::Open(Box::new(Open {
                 out: out.clone(),
                 address,
                 reply,
-            };
+            }));
             if tx.send(open).await.is_err() {
                 continue;
             }
@@ -256,7 +275,11 @@ impl Rooms {
             room,
             tx: tx.clone(),
             conns: HashMap::new(),
-            audit: spawn_auditor(backend.clone(), id.to_owned()),
+            audit: self
+                .inner
+                .audit
+                .get_or_init(|| spawn_auditor(backend.clone()))
+                .clone(),
         };
         tokio::spawn(actor.run(rx));
         debug!(room = %id, "room actor started");
@@ -287,7 +310,7 @@ struct Actor {
     room: Room,
     tx: mpsc::Sender<Cmd>,
     conns: HashMap<ConnId, Conn>,
-    audit: mpsc::UnboundedSender<Job>,
+    audit: mpsc::UnboundedSender<(RoomId, Job)>,
 }
 
 struct Conn {
@@ -298,16 +321,20 @@ struct Conn {
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let id = self.room.id().to_string();
-        let mut batch = Vec::with_capacity(64);
         while let Some(deadline) = self.drain() {
             let sleep = tokio::time::sleep_until(self.rooms.deadline(deadline));
             tokio::select! {
-                received = rx.recv_many(&mut batch, 64) => {
-                    if received == 0 {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else {
                         break;
-                    }
+                    };
+                    // Take what else is queued before draining, so bursts cost one drain.
                     let now = self.rooms.now();
-                    for cmd in batch.drain(..) {
+                    self.handle(now, cmd);
+                    for _ in 1..BATCH {
+                        let Ok(cmd) = rx.try_recv() else {
+                            break;
+                        };
                         self.handle(now, cmd);
                     }
                 }
@@ -320,11 +347,12 @@ impl Actor {
 
     fn handle(&mut self, now: Instant, cmd: Cmd) {
         match cmd {
-            Cmd::Open {
-                out,
-                address,
-                reply,
-            } => {
+            Cmd::Open(open) => {
+                let Open {
+                    out,
+                    address,
+                    reply,
+                } = *open;
                 let conn = self.room.handle_open(now);
                 self.conns.insert(conn, Conn { out, address });
                 if reply.send(conn).is_err() {
@@ -372,7 +400,7 @@ impl Actor {
                 }
                 Output::Audit(event) => {
                     if let Some(job) = self.job(event.kind) {
-                        let _ = self.audit.send(job);
+                        let _ = self.audit.send((self.room.id().clone(), job));
                     }
                 }
                 Output::Timeout(at) => return Some(at),
@@ -440,11 +468,12 @@ impl Actor {
     }
 }
 
-/// Writes a room's audit jobs to the store, one after the other.
-fn spawn_auditor(backend: Backend, id: String) -> mpsc::UnboundedSender<Job> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+/// Writes the rooms' audit jobs to the store, one after the other, in the order reported.
+fn spawn_auditor(backend: Backend) -> mpsc::UnboundedSender<(RoomId, Job)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(RoomId, Job)>();
     tokio::spawn(async move {
-        while let Some(job) = rx.recv().await {
+        while let Some((room, job)) = rx.recv().await {
+            let id = room.as_str();
             let db = &backend.db;
             let api = &backend.api;
             let now = wall_clock();
@@ -459,7 +488,7 @@ fn spawn_auditor(backend: Backend, id: String) -> mpsc::UnboundedSender<Job> {
                         account: user.as_str(),
                         resumed: *resumed,
                     };
-                    api.record_room_activity(db, &id, activity, &client(*address), now)
+                    api.record_room_activity(db, id, activity, &client(*address), now)
                         .await
                 }
                 Job::Left { user, reason } => {
@@ -467,7 +496,7 @@ fn spawn_auditor(backend: Backend, id: String) -> mpsc::UnboundedSender<Job> {
                         account: user.as_str(),
                         reason,
                     };
-                    api.record_room_activity(db, &id, activity, &client(None), now)
+                    api.record_room_activity(db, id, activity, &client(None), now)
                         .await
                 }
                 Job::Refused {
@@ -479,10 +508,10 @@ fn spawn_auditor(backend: Backend, id: String) -> mpsc::UnboundedSender<Job> {
                         account: user.as_ref().map(UserId::as_str),
                         code,
                     };
-                    api.record_room_activity(db, &id, activity, &client(*address), now)
+                    api.record_room_activity(db, id, activity, &client(*address), now)
                         .await
                 }
-                Job::End { reason } => api.close_room(db, &id, reason, now).await,
+                Job::End { reason } => api.close_room(db, id, reason, now).await,
             };
             match result {
                 Ok(()) => trace!(room = %id, "audit record written"),
@@ -495,37 +524,30 @@ fn spawn_auditor(backend: Backend, id: String) -> mpsc::UnboundedSender<Job> {
     tx
 }
 
-/// Sends what the actor queued for one connection, batching frames that are ready together.
-async fn write(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Out>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(out) = next.take() {
-            match out {
-                Out::Text(frame) => {
-                    let Ok(text) = Utf8Bytes::try_from(Bytes::from_owner(frame)) else {
-                        continue;
-                    };
-                    if sink.feed(Message::Text(text)).await.is_err() {
-                        return;
-                    }
-                }
-                Out::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
+/// Sends `first` and whatever else is already queued, then flushes once. `false` when the
+/// connection is over (closed by the room, or the socket failed).
+async fn write(socket: &mut WebSocket, first: Out, rx: &mut mpsc::Receiver<Out>) -> bool {
+    let mut next = Some(first);
+    while let Some(out) = next.take() {
+        match out {
+            Out::Text(frame) => {
+                let Ok(text) = Utf8Bytes::try_from(Bytes::from_owner(frame)) else {
+                    continue;
+                };
+                if socket.feed(Message::Text(text)).await.is_err() {
+                    return false;
                 }
             }
-            next = rx.try_recv().ok();
+            Out::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return false;
+            }
         }
-        if sink.flush().await.is_err() {
-            return;
-        }
+        next = rx.try_recv().ok();
     }
-    let _ = sink.close().await;
+    socket.flush().await.is_ok()
 }

@@ -165,7 +165,10 @@ async fn room_socket(
         db: state.db.clone(),
     };
     let rooms = state.rooms.clone();
+    // Idle connections dominate: start with a small read buffer (it grows for large frames).
     upgrade
+        .read_buffer_size(1024)
+        .write_buffer_size(4 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {

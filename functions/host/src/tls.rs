@@ -64,6 +64,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
