@@ -105,6 +105,9 @@ impl HostConfig {
         if let Some(v) = env_parse("BEDSIDE_RESEND_INTERVAL_SECS")? {
             core.resend_interval_secs = v;
         }
+        if let Some(v) = env_parse("BEDSIDE_ROOM_RING_SECS")? {
+            core.room_ring_secs = v;
+        }
 
         let turn_secret = env("BEDSIDE_TURN_SECRET").map(|s| Secret(s.into_bytes()));
         core.turn = match (env("BEDSIDE_TURN_URLS"), &turn_secret) {

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts as _, Path, Request, State};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use axum::routing::{any, get};
 use bedside_core::api::{Api, Client, MAX_BODY_BYTES, error_response};
 use bedside_core::{Error, ErrorCode, Timestamp};
@@ -157,7 +157,7 @@ async fn room_socket(
     let (mut parts, _) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(_) => return refuse(ErrorCode::InvalidRequest),
     };
     let limit = state.rooms.config().max_message_bytes + 1024;
     let backend = Backend {
