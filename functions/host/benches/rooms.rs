@@ -3,6 +3,8 @@
 //! beside a bare tokio WebSocket echo server (tokio-tungstenite) measured the same way in the
 //! same run.
 //!
+//! - The echo server uses the host's WebSocket buffer sizes and write batching, so what
+//!   separates the two columns is the room (parsing, checks, sequencing, replay, the actor).
 //! - The host (or the echo server) runs on a one-worker tokio runtime whose threads are named
 //!   `srv-*`; clients run on their own runtime. "Per core" divides messages by the CPU time of
 //!   the server threads only (from `/proc/self/task`), so client work is not counted.
@@ -32,12 +34,13 @@ use bedside_host::db::Sqlite;
 use bedside_host::outbox::{FileSink, HostOutbox};
 use bedside_host::rooms::Rooms;
 use bedside_host::server::{AppState, app};
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tower::ServiceExt as _;
 
@@ -381,19 +384,33 @@ async fn echo_pairs(addr: SocketAddr, n: usize) -> Vec<Pair> {
     out
 }
 
-/// A bare WebSocket echo server on the current runtime.
+/// A bare WebSocket echo server on the current runtime, with the host's buffer sizes and its
+/// write batching (frames read together are flushed together), so that the difference to the
+/// rooms is the room itself.
 async fn echo_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let config = WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(4 * 1024);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+                else {
                     return;
                 };
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() && ws.send(message).await.is_err() {
+                    let mut next = Some(message);
+                    while let Some(message) = next.take() {
+                        if message.is_text() && ws.feed(message).await.is_err() {
+                            return;
+                        }
+                        next = ws.next().now_or_never().flatten().and_then(Result::ok);
+                    }
+                    if ws.flush().await.is_err() {
                         return;
                     }
                 }
