@@ -72,4 +72,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_rooms.sql",
         include_str!("../../../migrations/0002_rooms.sql"),
     ),
+    (
+        "0003_room_transitions.sql",
+        include_str!("../../../migrations/0003_room_transitions.sql"),
+    ),
 ];

@@ -604,3 +604,337 @@ async fn ringing_rooms_abort_once_and_refuse_strangers() {
         "no channel for an aborted room"
     );
 }
+
+/// The core's room lifecycle on simulated time over the embedded store: deadlines without
+/// waiting, and racing transitions.
+mod simulated {
+    use std::sync::Mutex;
+
+    use bedside_core::Timestamp;
+    use bedside_core::api::{Client, RoomActivity};
+    use bedside_core::outbox::{Message, Outbox, OutboxError};
+    use bytes::Bytes;
+
+    use super::*;
+
+    const START: i64 = 1_800_000_000;
+
+    #[derive(Default)]
+    struct Codes(Mutex<Vec<Message>>);
+
+    impl Outbox for Codes {
+        async fn send(&self, message: Message) -> Result<(), OutboxError> {
+            self.0.lock().unwrap().push(message);
+            Ok(())
+        }
+    }
+
+    struct Sim {
+        api: Api,
+        db: Sqlite,
+        codes: Codes,
+        now: Mutex<i64>,
+        seed: Mutex<u64>,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            let config = Config {
+                argon2: Argon2Params {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                },
+                room_ring_secs: 90,
+                ..Config::default()
+            };
+            let keys = Keys {
+                signing_seed: SecretKey([4; 32]),
+                kek: SecretKey([5; 32]),
+                pepper: SecretKey([6; 32]),
+            };
+            Self {
+                api: Api::new(config, keys),
+                db: Sqlite::memory().unwrap(),
+                codes: Codes::default(),
+                now: Mutex::new(START),
+                seed: Mutex::new(0),
+            }
+        }
+
+        fn now(&self) -> Timestamp {
+            Timestamp::from_secs(*self.now.lock().unwrap())
+        }
+
+        fn advance(&self, secs: i64) {
+            *self.now.lock().unwrap() += secs;
+        }
+
+        async fn call(
+            &self,
+            method: &str,
+            path: &str,
+            token: Option<&str>,
+            body: Value,
+        ) -> (StatusCode, Value) {
+            let mut req = http::Request::builder().method(method).uri(path);
+            if let Some(token) = token {
+                req = req.header("authorization", format!("Bearer {token}"));
+            }
+            let bytes = if body.is_null() {
+                Bytes::new()
+            } else {
+                req = req.header("content-type", "application/json");
+                Bytes::from(body.to_string())
+            };
+            let seed = {
+                let mut n = self.seed.lock().unwrap();
+                *n += 1;
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&n.to_le_bytes());
+                seed
+            };
+            let request = req.body(bytes).unwrap();
+            let response = self
+                .api
+                .handle(
+                    &self.db,
+                    &self.codes,
+                    request,
+                    Client::default(),
+                    self.now(),
+                    seed,
+                )
+                .await;
+            let status = response.status();
+            let text = String::from_utf8(response.body().to_vec()).unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+
+        async fn user(&self, name: &str) -> User {
+            let email = format!("{name}@bedside.test");
+            let body = json!({"email": email, "password": PASSWORD, "activation_channel": "email"});
+            assert_eq!(
+                self.call("POST", "/v1/accounts", None, body).await.0,
+                StatusCode::ACCEPTED
+            );
+            let code = {
+                let codes = self.codes.0.lock().unwrap();
+                codes
+                    .iter()
+                    .rev()
+                    .find(|m| m.to == email)
+                    .unwrap()
+                    .code
+                    .clone()
+                    .unwrap()
+            };
+            let body = json!({"email": email, "code": code});
+            assert_eq!(
+                self.call("POST", "/v1/accounts/activate", None, body)
+                    .await
+                    .0,
+                StatusCode::OK
+            );
+            let body = json!({"email": email, "password": PASSWORD});
+            let (_, tokens) = self.call("POST", "/v1/auth/login", None, body).await;
+            let token = tokens["access_token"].as_str().unwrap().to_owned();
+            let (_, me) = self.call("GET", "/v1/me", Some(&token), Value::Null).await;
+            User {
+                id: me["id"].as_str().unwrap().to_owned(),
+                email,
+                token,
+            }
+        }
+
+        async fn room(&self, caller: &User, invitee: &User) -> String {
+            let body = json!({"invitee": invitee.id});
+            let (status, room) = self
+                .call("POST", "/v1/rooms", Some(&caller.token), body)
+                .await;
+            assert_eq!(status, StatusCode::CREATED);
+            room["id"].as_str().unwrap().to_owned()
+        }
+
+        async fn kinds(&self, user: &User, room: &str) -> Vec<String> {
+            let (status, body) = self
+                .call("GET", "/v1/me/audit", Some(&user.token), Value::Null)
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let text = body.as_str().unwrap();
+            verify_export(text).unwrap();
+            let records: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            types(&records, room)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ring_deadline_is_an_input_and_is_recorded_once() {
+        let sim = Sim::new();
+        let (alice, bob) = (sim.user("alice").await, sim.user("bob").await);
+        let id = sim.room(&alice, &bob).await;
+        let path = format!("/v1/rooms/{id}");
+
+        sim.advance(89);
+        let (_, room) = sim.call("GET", &path, Some(&bob.token), Value::Null).await;
+        assert_eq!(room["state"], "ringing");
+        assert_eq!(
+            sim.api
+                .room_for_socket(&sim.db, &id, sim.now())
+                .await
+                .unwrap(),
+            Some((alice.id.clone(), bob.id.clone()))
+        );
+
+        sim.advance(1);
+        let (a, b) = tokio::join!(
+            sim.call("GET", &path, Some(&alice.token), Value::Null),
+            sim.call("GET", &path, Some(&bob.token), Value::Null),
+        );
+        assert_eq!(
+            (a.1["state"].as_str(), b.1["state"].as_str()),
+            (Some("aborted"), Some("aborted"))
+        );
+        assert_eq!(a.1["end_reason"], "ring_timeout");
+        assert_eq!(
+            sim.api
+                .room_for_socket(&sim.db, &id, sim.now())
+                .await
+                .unwrap(),
+            None
+        );
+        for user in [&alice, &bob] {
+            assert_eq!(
+                sim.kinds(user, &id).await,
+                ["session_request", "session_aborted"]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn racing_accept_and_abort_leave_one_consistent_story() {
+        let sim = Sim::new();
+        let (alice, bob) = (sim.user("alice").await, sim.user("bob").await);
+        for _ in 0..20 {
+            let id = sim.room(&alice, &bob).await;
+            let (accept, abort) = (
+                format!("/v1/rooms/{id}/accept"),
+                format!("/v1/rooms/{id}/abort"),
+            );
+            let ((accepted, _), (aborted, _)) = tokio::join!(
+                sim.call("POST", &accept, Some(&bob.token), Value::Null),
+                sim.call("POST", &abort, Some(&alice.token), Value::Null),
+            );
+            assert_eq!(
+                aborted,
+                StatusCode::OK,
+                "abort wins or ends the accepted call"
+            );
+            let (_, room) = sim
+                .call(
+                    "GET",
+                    &format!("/v1/rooms/{id}"),
+                    Some(&bob.token),
+                    Value::Null,
+                )
+                .await;
+            let expected: &[&str] = match (accepted, room["state"].as_str().unwrap()) {
+                (StatusCode::OK, "ended") => {
+                    &["session_request", "session_accepted", "session_ended"]
+                }
+                (StatusCode::CONFLICT, "aborted") => &["session_request", "session_aborted"],
+                other => panic!("inconsistent outcome {other:?}"),
+            };
+            for user in [&alice, &bob] {
+                assert_eq!(sim.kinds(user, &id).await, expected);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_channel_accepts_on_the_invitees_join_and_closes_the_room() {
+        let sim = Sim::new();
+        let (alice, bob) = (sim.user("alice").await, sim.user("bob").await);
+        let id = sim.room(&alice, &bob).await;
+        let client = Client::default();
+
+        let joined = |account| RoomActivity::Joined {
+            account,
+            resumed: false,
+        };
+        sim.api
+            .record_room_activity(&sim.db, &id, joined(&alice.id), &client, sim.now())
+            .await
+            .unwrap();
+        let (_, room) = sim
+            .call(
+                "GET",
+                &format!("/v1/rooms/{id}"),
+                Some(&bob.token),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            room["state"], "ringing",
+            "the caller joining accepts nothing"
+        );
+        sim.api
+            .record_room_activity(&sim.db, &id, joined(&bob.id), &client, sim.now())
+            .await
+            .unwrap();
+        let (_, room) = sim
+            .call(
+                "GET",
+                &format!("/v1/rooms/{id}"),
+                Some(&bob.token),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(room["state"], "active");
+
+        sim.api
+            .close_room(&sim.db, &id, "completed", sim.now())
+            .await
+            .unwrap();
+        sim.api
+            .close_room(&sim.db, &id, "host", sim.now())
+            .await
+            .unwrap();
+        let (_, room) = sim
+            .call(
+                "GET",
+                &format!("/v1/rooms/{id}"),
+                Some(&alice.token),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            (room["state"].as_str(), room["end_reason"].as_str()),
+            (Some("ended"), Some("completed"))
+        );
+        assert_eq!(
+            sim.kinds(&alice, &id).await,
+            [
+                "session_request",
+                "room_joined",
+                "session_accepted",
+                "session_ended"
+            ]
+        );
+        assert_eq!(
+            sim.kinds(&bob, &id).await,
+            [
+                "session_request",
+                "session_accepted",
+                "room_joined",
+                "session_ended"
+            ]
+        );
+    }
+}

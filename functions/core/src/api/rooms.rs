@@ -9,9 +9,9 @@
 //!   aborted                                                          ended
 //! ```
 //!
-//! Every transition is one batch with its audit records, in both participants' chains, and the
-//! schema refuses transitions the diagram does not show: of two racing writers one wins, the
-//! other re-reads. Time is an input, so a ringing room whose deadline has passed is aborted by
+//! Every transition is one batch with its audit records, in both participants' chains. A room
+//! leaves each state once (a key in `room_transitions`), so of two racing writers one wins and
+//! the other re-reads; the schema also refuses transitions the diagram does not show. Time is an input, so a ringing room whose deadline has passed is aborted by
 //! the first reader that notices (once). Only the two participants see a room: for anyone else
 //! it does not exist (404 `not_found`).
 
@@ -177,6 +177,9 @@ VALUES (?1, ?2, ?3, 'ringing', ?4, ?5)
 RETURNING id, caller, invitee, state, created_at, ring_deadline, accepted_at, ended_at, end_reason";
 const BY_ID: &str = "SELECT id, caller, invitee, state, created_at, ring_deadline, accepted_at, \
     ended_at, end_reason FROM rooms WHERE id = ?1";
+/// A room leaves each state once: the second of two racing writers fails here.
+const GUARD: &str = "\
+INSERT INTO room_transitions (room_id, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4)";
 const MOVE: &str = "\
 UPDATE rooms SET state = ?2,
     accepted_at = CASE WHEN ?2 = 'active' THEN ?3 ELSE accepted_at END,
@@ -400,6 +403,15 @@ async fn transition<D: Database>(
         if room.state != from {
             return Ok(Err(room));
         }
+        let guard = Statement::new(
+            GUARD,
+            vec![
+                room.id.as_str().into(),
+                from.as_str().into(),
+                to.as_str().into(),
+                now.secs().into(),
+            ],
+        );
         let change = Statement::new(
             MOVE,
             vec![
@@ -409,10 +421,10 @@ async fn transition<D: Database>(
                 reason.into(),
             ],
         );
-        match audit::try_commit_all(db, now, vec![change], events).await {
+        match audit::try_commit_all(db, now, vec![guard, change], events).await {
             Ok(rows) => {
                 let moved = rows
-                    .first()
+                    .get(1)
                     .and_then(|r| r.first())
                     .and_then(Room::from_row)
                     .ok_or(Error::Corrupt("room"))?;
