@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use base64::Engine as _;
 use bedside_core::api::{Api, Keys};
 use bedside_core::audit::verify_export;
@@ -17,10 +18,12 @@ use bedside_host::db::Sqlite;
 use bedside_host::outbox::{FileSink, HostOutbox};
 use bedside_host::rooms::Rooms;
 use bedside_host::server::{AppState, app};
+use bedside_host::tls::{self, TlsListener};
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -33,6 +36,26 @@ const SDP_FINGERPRINT: &str = "a=fingerprint:sha-256 \
     AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A self-signed P-256 certificate for 127.0.0.1 (valid until 2126) and its key: test data only.
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBkzCCATmgAwIBAgIUWO7EbQu1rbxqRIisSF4D12XqZaYwCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMYmVkc2lkZS10ZXN0MCAXDTI2MTIwMzE3MTMyMloYDzIxMjYx
+MTA5MTcxMzIyWjAXMRUwEwYDVQQDDAxiZWRzaWRlLXRlc3QwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAAThBjFJhnFi10Y49ZCmb1yf9YsHNZzIW3C0k1wRnN+LKDM/
+G0TlD6PpbdwS1IvezFk3JSgFENgaLCHnQdyD1C6jo2EwXzAdBgNVHQ4EFgQUsSt2
+AX1iZICkuv1ad2bO3OLiguMwHwYDVR0jBBgwFoAUsSt2AX1iZICkuv1ad2bO3OLi
+guMwDwYDVR0RBAgwBocEfwAAATAMBgNVHRMBAf8EAjAAMAoGCCqGSM49BAMCA0gA
+MEUCIBaTjwREoQtKGqkw2y3105EGbNWv9Z5iB4bI1fC6YjpyAiEA3i2W7LA9Y57R
+BH91kXHK6jn/UQEShkdSXuLcMuSwv8s=
+-----END CERTIFICATE-----
+";
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgyQSmtkRPWgqS9Emg
+ZZbb+sZe9TQbvz0XxK96gKyGwTehRANCAAThBjFJhnFi10Y49ZCmb1yf9YsHNZzI
+W3C0k1wRnN+LKDM/G0TlD6PpbdwS1IvezFk3JSgFENgaLCHnQdyD1C6j
+-----END PRIVATE KEY-----
+";
 
 struct Stack {
     app: Router,
@@ -58,6 +81,11 @@ impl Drop for TempDir {
 
 impl Stack {
     async fn start(ring_secs: i64) -> Self {
+        Self::start_with(ring_secs, false).await
+    }
+
+    /// The stack, serving TLS with the test certificate when `tls`.
+    async fn start_with(ring_secs: i64, tls: bool) -> Self {
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).unwrap();
         let dir = std::env::temp_dir().join(format!("bedside-rooms-{}", u64::from_le_bytes(seed)));
@@ -94,7 +122,16 @@ impl Stack {
         let served = app
             .clone()
             .into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, served).await.unwrap() });
+        if tls {
+            std::fs::write(dir.join("cert.pem"), TEST_CERT).unwrap();
+            std::fs::write(dir.join("key.pem"), TEST_KEY).unwrap();
+            let acceptor = tls::acceptor(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+            let listener = TlsListener::new(listener, acceptor).unwrap();
+            let listener = listener.tap_io(|_| {});
+            tokio::spawn(async move { axum::serve(listener, served).await.unwrap() });
+        } else {
+            tokio::spawn(async move { axum::serve(listener, served).await.unwrap() });
+        }
         Self {
             app,
             addr,
@@ -209,11 +246,15 @@ impl Stack {
     }
 }
 
-async fn send(ws: &mut Ws, value: Value) {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, value: Value) {
     ws.send(Message::text(value.to_string())).await.unwrap();
 }
 
-async fn hello(ws: &mut Ws, token: &str, resume: Option<u64>) {
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    token: &str,
+    resume: Option<u64>,
+) {
     send(
         ws,
         json!({"v": 1, "type": "hello", "token": token, "resume": resume}),
@@ -222,7 +263,7 @@ async fn hello(ws: &mut Ws, token: &str, resume: Option<u64>) {
 }
 
 /// The next text frame as JSON, skipping the room's pings.
-async fn recv(ws: &mut Ws) -> Value {
+async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -239,7 +280,9 @@ async fn recv(ws: &mut Ws) -> Value {
 }
 
 /// Reads until the close frame and returns its code and reason.
-async fn closed(ws: &mut Ws) -> (CloseCode, String) {
+async fn closed<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> (CloseCode, String) {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -603,6 +646,63 @@ async fn ringing_rooms_abort_once_and_refuse_strangers() {
         tokio_tungstenite::connect_async(url).await.is_err(),
         "no channel for an aborted room"
     );
+}
+
+/// A WebSocket over TLS to the stack, trusting only the test certificate.
+async fn wss(
+    stack: &Stack,
+    room: &str,
+) -> WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(stack.addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let url = format!("wss://{}/v1/rooms/{room}/ws", stack.addr);
+    tokio_tungstenite::client_async(url, tls).await.unwrap().0
+}
+
+#[tokio::test]
+async fn the_channel_works_over_tls() {
+    let stack = Stack::start_with(90, true).await;
+    let alice = stack.user("alice").await;
+    let bob = stack.user("bob").await;
+    let (status, room) = stack
+        .call(
+            "POST",
+            "/v1/rooms",
+            Some(&alice.token),
+            json!({"invitee": bob.id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = room["id"].as_str().unwrap();
+
+    let mut a = wss(&stack, id).await;
+    hello(&mut a, &alice.token, None).await;
+    assert_eq!(recv(&mut a).await["type"], "welcome");
+    let mut b = wss(&stack, id).await;
+    hello(&mut b, &bob.token, None).await;
+    assert_eq!(recv(&mut b).await["type"], "welcome");
+    assert_eq!(recv(&mut a).await["state"], "joined");
+    send(&mut b, json!({"v": 1, "type": "chat", "text": "over TLS"})).await;
+    assert_eq!(recv(&mut a).await["text"], "over TLS");
+
+    // The same port refuses plain WebSockets.
+    let url = format!("ws://{}/v1/rooms/{id}/ws", stack.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
 }
 
 /// The core's room lifecycle on simulated time over the embedded store: deadlines without
