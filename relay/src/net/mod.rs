@@ -215,7 +215,8 @@ const BATCH: usize = 256;
 async fn udp_listener(shared: SharedRef, listener: u16, socket: Rc<UdpSocket>) {
     loop {
         if socket.readable().await.is_err() {
-            continue;
+            // Only when the runtime is shutting down.
+            return;
         }
         let mut handled = 0;
         while handled < BATCH {
@@ -256,7 +257,8 @@ async fn udp_listener(shared: SharedRef, listener: u16, socket: Rc<UdpSocket>) {
 async fn relay_socket(shared: SharedRef, allocation: AllocationId, socket: Rc<UdpSocket>) {
     loop {
         if socket.readable().await.is_err() {
-            continue;
+            // Only when the runtime is shutting down.
+            return;
         }
         let mut handled = 0;
         while handled < BATCH {
