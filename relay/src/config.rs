@@ -34,9 +34,10 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read configuration file: {0}")]
     Read(#[from] std::io::Error),
-    /// The file is not valid TOML for this schema.
+    /// The file is not valid TOML for this schema. Only the message is kept: the parser's
+    /// excerpt of the offending line could contain a secret.
     #[error("invalid configuration file: {0}")]
-    Parse(#[from] toml::de::Error),
+    Parse(String),
     /// A value is invalid.
     #[error("invalid configuration value for {key}: {reason}")]
     Value {
@@ -134,6 +135,8 @@ pub struct Settings {
     pub drain: Duration,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// The file these settings were read from, read again on SIGHUP.
+    pub source: Option<PathBuf>,
 }
 
 /// A bearer token; never printed.
@@ -156,7 +159,9 @@ impl Settings {
             Some(path) => std::fs::read_to_string(path)?,
             None => String::new(),
         };
-        Self::parse(&text, env)
+        let mut settings = Self::parse(&text, env)?;
+        settings.source = path.map(std::path::Path::to_path_buf);
+        Ok(settings)
     }
 
     /// Parses file contents, then applies overrides from `env`.
@@ -164,7 +169,8 @@ impl Settings {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut file: File = toml::from_str(text)?;
+        let mut file: File =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
         for (key, value) in env {
             if let Some(key) = key.strip_prefix("BEDSIDE_RELAY_") {
                 apply_env(&mut file, &key.to_ascii_lowercase(), value)?;
@@ -358,6 +364,7 @@ impl File {
             events_ca: self.events_ca,
             drain: Duration::from_secs(self.drain_secs.unwrap_or(30)),
             log_level: self.log_level.unwrap_or_else(|| "info".to_owned()),
+            source: None,
         })
     }
 }
@@ -419,6 +426,8 @@ mod tests {
         let base = [("BEDSIDE_RELAY_SECRET", "s")];
         assert!(Settings::parse("", env(&base)).is_ok());
         assert!(Settings::parse("unknown_key = 1", env(&base)).is_err());
+        let leaky = Settings::parse("secret = \"hunter2\"\nrealm = [", env(&[])).unwrap_err();
+        assert!(!leaky.to_string().contains("hunter2"), "{leaky}");
         let tls = [
             ("BEDSIDE_RELAY_SECRET", "s"),
             ("BEDSIDE_RELAY_LISTEN", "tls://127.0.0.1:5349"),

@@ -194,9 +194,13 @@ grep -q '"allocation_created"' "$work/events.jsonl" || fail "no allocation_creat
 grep -q '"reason":"room_ended"' "$work/events.jsonl" || fail "no room_ended event reported"
 grep -q '"allocation_failed"' "$work/events.jsonl" || fail "no allocation_failed event reported"
 grep -q "$secret" "$work/relay.log" "$work/events.jsonl" && fail "the secret leaked into logs"
+grep -q "$control_token" "$work/relay.log" && fail "the control token leaked into logs"
 pass "audit events reported over https ($(wc -l <"$work/events.jsonl") batches)"
 
-# Certificate reload without restart.
+# SIGHUP reloads the configuration: a previous secret added to the file is accepted afterwards
+# (rotation without restart), and the TLS certificate is read again.
+rotated=$(openssl rand -hex 16)
+echo "previous_secret = \"$rotated\"" >>"$work/relay.toml"
 fingerprint() {
   openssl s_client -connect 127.0.0.1:5349 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint
 }
@@ -209,6 +213,7 @@ second=$(fingerprint)
 [ -n "$first" ] && [ "$first" != "$second" ] || fail "certificate not reloaded"
 [ "$second" = "$(openssl x509 -in "$work/b.crt" -noout -fingerprint)" ] || fail "wrong certificate"
 pass "certificate reloaded on SIGHUP"
+relay_run rotated-secret -W "$rotated" -u room-1 -n 10 -m 2 -l 100 -e 127.0.0.1 -r 3480 127.0.0.1
 
 # Graceful drain: health turns 503, new allocations are refused, the process exits.
 kill -TERM "$relay_pid"

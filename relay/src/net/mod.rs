@@ -381,7 +381,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
 
     let timer = tokio::task::spawn_local(tick(shared.clone()));
-    wait_for_shutdown(&settings, &tls).await?;
+    wait_for_shutdown(&shared, &settings, &tls).await?;
 
     info!(
         allocations = shared.borrow().server.allocation_count(),
@@ -419,8 +419,10 @@ async fn tick(shared: SharedRef) {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate meanwhile.
+/// Waits for SIGTERM or SIGINT. SIGHUP meanwhile reads the configuration again and applies
+/// what can change without a restart: the REST secrets (rotation) and the TLS certificate.
 async fn wait_for_shutdown(
+    shared: &SharedRef,
     settings: &Settings,
     tls: &Option<Rc<RefCell<tokio_rustls::TlsAcceptor>>>,
 ) -> Result<(), Error> {
@@ -432,7 +434,16 @@ async fn wait_for_shutdown(
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload_tls(settings, tls),
+            _ = hup.recv() => {
+                match Settings::load(settings.source.as_deref(), std::env::vars()) {
+                    Ok(fresh) => {
+                        shared.borrow_mut().server.set_secrets(fresh.server.secrets.clone());
+                        info!(secrets = fresh.server.secrets.len(), "secrets reloaded");
+                        reload_tls(&fresh, tls);
+                    }
+                    Err(e) => error!(error = %e, "configuration reload failed; keeping the current one"),
+                }
+            }
         }
     }
 }
