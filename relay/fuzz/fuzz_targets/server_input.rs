@@ -30,8 +30,16 @@ fuzz_target!(|data: &[u8]| {
         let client = SocketAddr::from(([127, 0, 0, 1], 40000 + u16::from(kind % 4)));
         match kind % 3 {
             0 | 1 => {
-                let transport = if kind % 3 == 0 { Transport::Udp } else { Transport::Tcp };
-                let from = FiveTuple { transport, listener: 0, client };
+                let transport = if kind % 3 == 0 {
+                    Transport::Udp
+                } else {
+                    Transport::Tcp
+                };
+                let from = FiveTuple {
+                    transport,
+                    listener: 0,
+                    client,
+                };
                 let _ = server.handle_client(now, from, bytes);
             }
             _ => {
