@@ -86,8 +86,9 @@ cat >"$work/relay.toml" <<EOF
 realm = "bedside.test"
 listen = ["udp://127.0.0.1:3478", "tcp://127.0.0.1:3478", "tls://127.0.0.1:5349"]
 relay_ipv4 = "127.0.0.1"
+relay_ipv6 = "::1"
 port_range = "50000-50999"
-allow_peers = ["127.0.0.0/8"]
+allow_peers = ["127.0.0.0/8", "::1/128"]
 tls_cert = "$work/relay.crt"
 tls_key = "$work/relay.key"
 metrics_addr = "127.0.0.1:9641"
@@ -118,7 +119,9 @@ relay_run() {
   local name=$1
   shift
   local log="$work/uclient-$name.log"
-  timeout 60 turnutils_uclient "$@" >"$log" 2>&1 || fail "$name: uclient exited with $?"
+  local rc=0
+  timeout 60 turnutils_uclient -u "room-$name" "$@" >"$log" 2>&1 || rc=$?
+  [ "$rc" = 0 ] || { tail -n 8 "$log"; fail "$name: uclient exited with $rc"; }
   local lost sent recv
   lost=$(sed -n 's/.*Total lost packets \([0-9]*\) .*/\1/p' "$log" | tail -1)
   sent=$(sed -n 's/.*start_mclient: tot_send_msgs=\([0-9]*\), tot_recv_msgs=\([0-9]*\).*/\1/p' "$log" | tail -1)
@@ -128,13 +131,15 @@ relay_run() {
   [ "$sent" -gt 0 ] && [ "$sent" = "$recv" ] || fail "$name: sent $sent, received $recv"
   pass "$name: $sent messages relayed, 0 lost"
 }
-common=(-W "$secret" -u room-1 -n 40 -m 4 -l 180 -z 5)
+# Each run is its own room: UDP allocations outlive the client, and rooms have a quota.
+common=(-W "$secret" -n 40 -m 4 -l 180 -z 5)
 relay_run udp "${common[@]}" -e 127.0.0.1 -r 3480 127.0.0.1
 relay_run udp-send-indications "${common[@]}" -s -e 127.0.0.1 -r 3480 127.0.0.1
 relay_run tcp "${common[@]}" -t -e 127.0.0.1 -r 3480 127.0.0.1
 relay_run tls "${common[@]}" -t -S -e 127.0.0.1 -r 3480 127.0.0.1
 relay_run udp-client-to-client "${common[@]}" -y 127.0.0.1
 relay_run tls-client-to-client "${common[@]}" -t -S -y 127.0.0.1
+relay_run udp-ipv6-relay "${common[@]}" -x -y 127.0.0.1
 
 # Credentials the relay must refuse: a wrong secret, and a REST username that has expired.
 refused() {
@@ -213,7 +218,7 @@ second=$(fingerprint)
 [ -n "$first" ] && [ "$first" != "$second" ] || fail "certificate not reloaded"
 [ "$second" = "$(openssl x509 -in "$work/b.crt" -noout -fingerprint)" ] || fail "wrong certificate"
 pass "certificate reloaded on SIGHUP"
-relay_run rotated-secret -W "$rotated" -u room-1 -n 10 -m 2 -l 100 -e 127.0.0.1 -r 3480 127.0.0.1
+relay_run rotated-secret -W "$rotated" -n 10 -m 2 -l 100 -e 127.0.0.1 -r 3480 127.0.0.1
 
 # Graceful drain: health turns 503, new allocations are refused, the process exits.
 kill -TERM "$relay_pid"
