@@ -10,8 +10,10 @@
 //!   the server threads only (from `/proc/self/task`), so client work is not counted.
 //! - A relayed message is one frame in and one frame out: chat from A to B through a room, or
 //!   a frame echoed back to its sender.
-//! - Latency is send-to-receive time on loopback, one message in flight (unloaded) and with a
-//!   window of messages in flight (loaded).
+//! - Latency is send-to-receive time on loopback: one message in flight (unloaded); a window of
+//!   messages in flight per room (saturated: then p99 is mostly queueing, window / rate); and one
+//!   message in flight in each of 1,000 rooms at once (many calls; with one client thread this
+//!   row is bound by the clients and loopback, as its echo column shows).
 //! - Idle memory: a child process opens the connections (each joins its room with `hello`) and
 //!   stays idle; the growth of this process's resident set, divided by the connections, is the
 //!   figure. Rooms are measured first, so memory freed by a phase never flatters the rooms.
@@ -50,6 +52,8 @@ const ONE_ROOM_MESSAGES: u64 = 200_000;
 /// Rooms (and echo connections) in the many-rooms run, and messages through each.
 const MANY_ROOMS: usize = 1_000;
 const MANY_ROOMS_MESSAGES: u64 = 200;
+/// Messages through each room when every room has one message in flight (many calls chatting).
+const LIGHT_MESSAGES: u64 = 20;
 /// Messages in flight per room in the throughput runs.
 const WINDOW: u64 = 256;
 const MANY_WINDOW: u64 = 16;
@@ -99,6 +103,9 @@ fn main() {
     let many = server.block_on(host.rooms(&users, MANY_ROOMS));
     let pairs_one = clients.block_on(join_rooms(&host, &one, &users));
     let pairs_many = clients.block_on(join_rooms(&host, &many, &users));
+    let light = server.block_on(host.rooms(&users, MANY_ROOMS));
+    let pairs_light = clients.block_on(join_rooms(&host, &light, &users));
+    let echo_light = clients.block_on(echo_pairs(echo, MANY_ROOMS));
     let echo_one = clients.block_on(echo_pairs(echo, 1));
     let echo_many = clients.block_on(echo_pairs(echo, MANY_ROOMS));
 
@@ -111,6 +118,8 @@ fn main() {
     let echo_one = throughput(&clients, echo_one, ONE_ROOM_MESSAGES, WINDOW);
     let room_many = throughput(&clients, pairs_many, MANY_ROOMS_MESSAGES, MANY_WINDOW);
     let echo_many = throughput(&clients, echo_many, MANY_ROOMS_MESSAGES, MANY_WINDOW);
+    let room_light = throughput(&clients, pairs_light, LIGHT_MESSAGES, 1);
+    let echo_light = throughput(&clients, echo_light, LIGHT_MESSAGES, 1);
 
     println!();
     println!("{:<52} {:>14} {:>14}", "", "rooms", "echo baseline");
@@ -135,6 +144,10 @@ fn main() {
     row(&many_core, core(&room_many), core(&echo_many));
     let many_p99 = format!("{MANY_ROOMS} rooms: p99 latency, window 16 each");
     row(&many_p99, micros(room_many.p99), micros(echo_many.p99));
+    let light_p99 = format!("{MANY_ROOMS} rooms, 1 in flight each: p99 latency");
+    row(&light_p99, micros(room_light.p99), micros(echo_light.p99));
+    let light_rate = format!("{MANY_ROOMS} rooms, 1 in flight each: messages/s");
+    row(&light_rate, rate(&room_light), rate(&echo_light));
     row(
         "latency p50, one message in flight",
         micros(room_latency.0),
@@ -517,6 +530,8 @@ async fn drive(pair: Pair, total: u64, window: u64, epoch: Instant) -> Vec<u64> 
         }
     };
     let counter = Arc::clone(&received);
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::clone(&arrived);
     let reader = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(total as usize);
         while latencies.len() < total as usize {
@@ -530,13 +545,17 @@ async fn drive(pair: Pair, total: u64, window: u64, epoch: Instant) -> Vec<u64> 
             let now = epoch.elapsed().as_nanos();
             latencies.push(u64::try_from(now.saturating_sub(sent)).unwrap_or(u64::MAX));
             counter.fetch_add(1, Ordering::Release);
+            wake.notify_one();
         }
         latencies
     });
     for sent in 0..total {
-        while sent - received.load(Ordering::Acquire) >= window {
+        if sent - received.load(Ordering::Acquire) >= window {
             tx.flush().await.unwrap();
-            tokio::task::yield_now().await;
+            // A stored permit covers an arrival between the check and the wait.
+            while sent - received.load(Ordering::Acquire) >= window {
+                arrived.notified().await;
+            }
         }
         tx.feed(chat(epoch)).await.unwrap();
     }
