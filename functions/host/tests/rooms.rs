@@ -228,7 +228,7 @@ impl Stack {
 
     /// Waits until the room reaches `state` (its end is written after the sockets close).
     async fn wait_state(&self, user: &User, room: &str, state: &str) -> Value {
-        for _ in 0..100 {
+        for _ in 0..500 {
             let (_, body) = self
                 .call(
                     "GET",
