@@ -44,13 +44,23 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 tls_port="$(free_port)"
 start_bg bedside-tls "$work/tls.log" env BEDSIDE_TLS_CERT="$work/cert.pem" BEDSIDE_TLS_KEY="$work/key.pem" \
   "$BEDSIDE_BIN" serve --listen "127.0.0.1:$tls_port" --data-dir "$work/tls"
+# Python's standard library as the client: trusts only the test certificate.
+https_get() {
+  "$BEDSIDE_PY" - "$1" "$work/cert.pem" <<'PY'
+import ssl, sys, urllib.request
+context = ssl.create_default_context(cafile=sys.argv[2])
+with urllib.request.urlopen(sys.argv[1], context=context, timeout=5) as response:
+    print(response.read().decode())
+PY
+}
 for _ in $(seq 1 100); do
-  curl -sf --cacert "$work/cert.pem" "https://127.0.0.1:$tls_port/healthz" >/dev/null && break
+  https_get "https://127.0.0.1:$tls_port/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-body="$(curl -sf --cacert "$work/cert.pem" "https://127.0.0.1:$tls_port/healthz")"
+body="$(https_get "https://127.0.0.1:$tls_port/healthz")"
 [ "$body" = '{"status":"ok"}' ] || { echo "TLS health check answered: $body" >&2; exit 1; }
-if curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$tls_port/healthz"; then
+if "$BEDSIDE_PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
+  "http://127.0.0.1:$tls_port/healthz" >/dev/null 2>&1; then
   echo "plain HTTP was answered on the TLS port" >&2
   exit 1
 fi
