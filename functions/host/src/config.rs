@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use bedside_core::config::{Argon2Params, Config, TurnConfig};
 
-/// Everything the host needs to start.
-#[derive(Debug, Clone)]
+/// Everything the host needs to start. Its `Debug` leaves out the SMTP URL (it may carry a
+/// password) and the provider token.
+#[derive(Clone)]
 pub struct HostConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -160,5 +161,22 @@ impl HostConfig {
             turn_secret,
             tls,
         })
+    }
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("web_dir", &self.web_dir)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("smtp", &self.smtp_url.is_some())
+            .field("smtp_from", &self.smtp_from)
+            .field("provider", &self.provider.as_ref().map(|_| "configured"))
+            .field("core", &self.core)
+            .field("turn_secret", &self.turn_secret)
+            .field("tls", &self.tls)
+            .finish()
     }
 }

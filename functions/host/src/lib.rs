@@ -11,7 +11,7 @@ pub mod rooms;
 pub mod server;
 pub mod tls;
 
-/// Threads for blocking work (the embedded store, message senders). The store serialises its
-/// statements on one connection, so more threads would only wait, each holding a stack and a
-/// malloc arena.
+/// Threads for blocking work: API requests (half of them at most, see `server`), the embedded
+/// store and message senders. The store serialises its statements on one connection, so more
+/// threads would only wait, each holding a stack and a malloc arena.
 pub const MAX_BLOCKING_THREADS: usize = 8;

@@ -14,7 +14,7 @@ use bedside_core::api::Api;
 use tracing_subscriber::EnvFilter;
 
 use bedside_host::config::HostConfig;
-use bedside_host::outbox::{FileSink, HostOutbox, HttpSender, SmtpSender};
+use bedside_host::outbox::{FileSink, HostOutbox, HttpSender, Queue, SmtpSender};
 use bedside_host::rooms::Rooms;
 use bedside_host::tls::{self, TlsListener};
 use bedside_host::{db, keys, server};
@@ -82,6 +82,13 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
 async fn run(config: HostConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create {}", config.data_dir.display()))?;
+    // The folder holds the database, generated keys and live codes: the service account only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let private = std::fs::Permissions::from_mode(0o700);
+        std::fs::set_permissions(&config.data_dir, private)
+            .with_context(|| format!("restrict {}", config.data_dir.display()))?;
+    }
     let db = db::Sqlite::open(&config.data_dir.join("bedside.sqlite3"))?;
     let keys = keys::load(&config.data_dir)?;
     let outbox_path = config.data_dir.join("outbox.jsonl");
@@ -103,6 +110,7 @@ async fn run(config: HostConfig) -> anyhow::Result<()> {
     if let Some(secret) = &config.turn_secret {
         api = api.with_turn_secret(secret.0.clone());
     }
+    let outbox = HostOutbox::Queued(Queue::spawn(outbox, 1024));
     let state = server::AppState {
         api: Arc::new(api),
         db,

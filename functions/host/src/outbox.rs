@@ -22,6 +22,8 @@ pub enum HostOutbox {
     },
     /// Everything through a provider's HTTP API.
     Http(HttpSender),
+    /// Through a background task in front of one of the others.
+    Queued(Queue),
 }
 
 impl std::fmt::Debug for SmtpSender {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for HostOutbox {
             Self::File(s) => write!(f, "File({})", s.path.display()),
             Self::Smtp { .. } => f.write_str("Smtp"),
             Self::Http(_) => f.write_str("Http"),
+            Self::Queued(_) => f.write_str("Queued"),
         }
     }
 }
@@ -57,11 +60,12 @@ pub struct Queue {
 impl Queue {
     /// Starts the delivery task for `sender`, holding at most `capacity` waiting messages.
     pub fn spawn(sender: HostOutbox, capacity: usize) -> Self {
+        let sender = Box::new(sender);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(capacity);
         tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
                 let (channel, purpose) = (message.channel, message.purpose);
-                if let Err(error) = sender.send(message).await {
+                if let Err(error) = Box::pin(sender.send(message)).await {
                     // Server replies often quote the recipient: details only at debug level.
                     tracing::error!(?channel, ?purpose, "message delivery failed");
                     tracing::debug!(%error, "message delivery failure detail");
@@ -93,6 +97,7 @@ impl Outbox for HostOutbox {
                 Channel::Sms => Box::pin(sms.send(message)).await,
             },
             Self::Http(http) => http.send(message).await,
+            Self::Queued(queue) => queue.send(message).await,
         }
     }
 }

@@ -73,27 +73,44 @@ pub fn seed() -> [u8; 32] {
     seed
 }
 
-fn client_address(req: &Request, trusted: &[IpAddr]) -> Option<IpAddr> {
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest address in
+/// `X-Forwarded-For` that is not itself a trusted proxy (entries further left are the client's
+/// own claims and are ignored).
+pub fn client_address(req: &Request, trusted: &[IpAddr]) -> Option<IpAddr> {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let forwarded = || {
-        req.headers()
-            .get("x-forwarded-for")?
-            .to_str()
-            .ok()?
-            .rsplit(',')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    match peer {
-        Some(ip) if trusted.contains(&ip) => forwarded().or(Some(ip)),
-        other => other,
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
     }
+    let chain = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let mut nearest = peer;
+    for hop in chain.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        nearest = ip;
+        if !trusted.contains(&ip) {
+            break;
+        }
+    }
+    Some(nearest)
 }
+
+/// API requests served at once, each on a blocking thread: hashing a password (argon2id,
+/// 19 MiB by default) must not stall the async workers that carry the rooms. Half the blocking
+/// pool, so the store's own blocking calls always find a thread and a full house of requests
+/// cannot wait on itself.
+static API_PERMITS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(crate::MAX_BLOCKING_THREADS / 2);
 
 async fn serve_api(State(state): State<AppState>, req: Request) -> Response {
     let address = client_address(&req, &state.trusted_proxies);
@@ -107,17 +124,23 @@ async fn serve_api(State(state): State<AppState>, req: Request) -> Response {
     };
     let request = http::Request::from_parts(parts, bytes);
     let ended_room = ended_room(&request);
-    let response = state
-        .api
-        .handle(
-            &state.db,
-            &state.outbox,
-            request,
-            Client { address },
-            now(),
-            seed(),
-        )
-        .await;
+    // The core's work (password hashing above all) runs off the async workers, so rooms and
+    // other connections keep flowing while logins hash.
+    let Ok(_permit) = API_PERMITS.acquire().await else {
+        return error_response(&Error::Refused(ErrorCode::Internal)).map(Body::from);
+    };
+    let worker = state.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let served = tokio::task::spawn_blocking(move || {
+        let client = Client { address };
+        let api = &worker.api;
+        runtime.block_on(api.handle(&worker.db, &worker.outbox, request, client, now(), seed()))
+    })
+    .await;
+    let Ok(response) = served else {
+        tracing::error!("request handler failed");
+        return error_response(&Error::Refused(ErrorCode::Internal)).map(Body::from);
+    };
     if let Some(id) = ended_room
         && response.status() == http::StatusCode::OK
     {
