@@ -108,7 +108,22 @@ class Contract:
                 obj = obj[part.replace("~1", "/").replace("~0", "~")]
         return obj, pointer
 
+    def template(self, path: str) -> str:
+        """The document's path template that `path` falls under (itself when none matches)."""
+        if path in self.doc["paths"]:
+            return path
+        parts = path.strip("/").split("/")
+        for candidate in self.doc["paths"]:
+            pattern = candidate.strip("/").split("/")
+            if len(pattern) == len(parts) and all(
+                (p.startswith("{") and p.endswith("}") and part) or p == part
+                for p, part in zip(pattern, parts)
+            ):
+                return candidate
+        return path
+
     def response_spec(self, method: str, path: str, status: int) -> tuple[dict, str] | None:
+        path = self.template(path)
         item = self.doc["paths"].get(path)
         if item is None:
             ref = "#/components/responses/NotFound"
