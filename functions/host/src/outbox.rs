@@ -174,7 +174,8 @@ impl SmtpSender {
             .from(self.from.clone())
             .to(to)
             .subject(message.subject)
-            .body(message.body)
+            // A MIME part: declares MIME-Version and a UTF-8 text/plain content type.
+            .singlepart(lettre::message::SinglePart::plain(message.body))
             .map_err(|e| OutboxError::Delivery(e.to_string()))?;
         self.transport
             .send(email)
