@@ -1069,7 +1069,9 @@ impl Server {
             }
             return;
         }
-        let Some(auth) = self.authenticate(now, reply, msg, Some(id)) else {
+        // Authenticated on its own, not against the allocation: a client that reuses a port
+        // with fresh credentials learns of the mismatch (437) and can move on.
+        let Some(auth) = self.authenticate(now, reply, msg, None) else {
             return;
         };
         self.error(reply, Some(&auth.key), 437, |_| {});

@@ -912,3 +912,18 @@ fn fuzz_regression_seeds_are_handled() {
     }
     assert!(seen >= 20, "seeds missing: {seen}");
 }
+
+#[test]
+fn allocate_from_a_reused_five_tuple_with_new_credentials_is_437_not_441() {
+    let mut h = Harness::new(config());
+    let mut first = client(40000);
+    h.allocate(T0, &mut first);
+    // A new client process got the same local port and mints its own credential.
+    let mut second = Client::new(40000, "current", T0 + secs(7200), "room-1");
+    second.next_tid = 100;
+    let answer = h.call(T0, &mut second, Method::Allocate, |w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 17 << 24);
+    });
+    assert_eq!(answer.code(), Some(437));
+    assert!(answer.only().verify_integrity(&second.key()));
+}
