@@ -152,7 +152,11 @@ load_step() {
   done
   local prober=
   if [ "${2:-}" = probe ]; then
-    until grep -q 'Total connect time' "$work"/uclient-*.log 2>/dev/null; do sleep 0.1; done
+    local tries=0
+    until grep -q 'Total connect time' "$work"/uclient-*.log 2>/dev/null || [ "$tries" -gt 600 ]; do
+      sleep 0.1
+      tries=$((tries + 1))
+    done
     taskset -c 1 "$probe" rtt 127.0.0.1:3478 "$secret" 2000 400 >"$work/rtt.log" 2>&1 &
     prober=$!
   fi
