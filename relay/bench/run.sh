@@ -237,14 +237,18 @@ awk '
   { name[NR] = $1; offered[NR] = $2; pps[NR] = $3; eff[NR] = $4; cpu[NR] = $6; p99[NR] = $7; rss[NR] = $8 }
   function best_other(arr, i, higher,    j, b, set) {
     set = 0
-    for (j = 1; j <= NR; j++) if (j != i && (!set || (higher ? arr[j] > b : arr[j] < b))) { b = arr[j]; set = 1 }
+    # Relays without a step under 0.5% loss (zeros) do not count as the best.
+    for (j = 1; j <= NR; j++) if (j != i && arr[j] > 0 && (!set || (higher ? arr[j] > b : arr[j] < b))) { b = arr[j]; set = 1 }
     return b
   }
-  function ratio(a, b) { return (b > 0) ? sprintf("%.2fx", a / b) : "-" }
+  function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "-" }
   END {
     printf "%-8s %12s %12s %14s %6s %10s %14s\n", "relay", "max load", "relayed/s", "pkts/CPU-s", "CPU%", "p99 RTT", "RSS/1k alloc"
     for (i = 1; i <= NR; i++)
-      printf "%-8s %10d/s %12d %14d %5d%% %8.2fms %11d KiB\n", name[i], offered[i], pps[i], eff[i], cpu[i], p99[i] / 1000, rss[i]
+      if (offered[i] > 0)
+        printf "%-8s %10d/s %12d %14d %5d%% %8.2fms %11d KiB\n", name[i], offered[i], pps[i], eff[i], cpu[i], p99[i] / 1000, rss[i]
+      else
+        printf "%-8s %-57s %11d KiB\n", name[i], "  (no step under 0.5% loss)", rss[i]
     print ""
     print "ratios to the best of the other two (pkts/CPU-s and relayed/s: higher is better; p99 and RSS: lower is better)"
     printf "%-8s %12s %14s %10s %14s\n", "relay", "relayed/s", "pkts/CPU-s", "p99 RTT", "RSS/1k alloc"
