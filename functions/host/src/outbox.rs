@@ -170,7 +170,11 @@ impl SmtpSender {
             .to
             .parse()
             .map_err(|_| OutboxError::Delivery("recipient is not a mailbox".into()))?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| OutboxError::Delivery(e.to_string()))?;
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let email = lettre::Message::builder()
+            .message_id(Some(format!("<{id}@{}>", self.from.email.domain())))
             .from(self.from.clone())
             .to(to)
             .subject(message.subject)
