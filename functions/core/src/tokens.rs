@@ -78,27 +78,30 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// A signer whose key is derived from a 32-byte seed. The key id is a digest of the public
     /// key, so it changes when the key does.
-    pub fn from_seed(seed: [u8; 32], issuer: &str, audience: &str, leeway_secs: i64) -> Self {
+    pub fn from_seed(
+        seed: [u8; 32],
+        issuer: &str,
+        audience: &str,
+        leeway_secs: i64,
+    ) -> Result<Self, crate::Error> {
         let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
         let public_raw = pair.pk.to_vec();
         let key_id = crypto::sha256_hex(&public_raw)
             .get(..16)
             .unwrap_or_default()
             .to_owned();
-        // A key pair built from its own 64 bytes always parses.
-        let key_pair = match Ed25519KeyPair::from_bytes(&pair.to_vec()) {
-            Ok(kp) => kp.with_key_id(&key_id),
-            Err(_) => Ed25519KeyPair::generate().with_key_id(&key_id),
-        };
+        let key_pair = Ed25519KeyPair::from_bytes(&pair.to_vec())
+            .map_err(|_| crate::Error::Crypto("signing key"))?
+            .with_key_id(&key_id);
         let public = key_pair.public_key().with_key_id(&key_id);
-        Self {
+        Ok(Self {
             key_pair,
             public,
             key_id,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway_secs: u64::try_from(leeway_secs).unwrap_or(0),
-        }
+        })
     }
 
     /// The key id (`kid`).
@@ -206,7 +209,7 @@ mod tests {
     const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
     fn signer() -> Signer {
-        Signer::from_seed([1; 32], "https://bedside.test", "bedside", 30)
+        Signer::from_seed([1; 32], "https://bedside.test", "bedside", 30).unwrap()
     }
 
     fn token() -> String {
@@ -302,7 +305,7 @@ mod tests {
         assert!(verify(&encode(&kid, &payload, &sig)).is_err());
 
         // Signed by another key.
-        let other = Signer::from_seed([2; 32], "https://bedside.test", "bedside", 30);
+        let other = Signer::from_seed([2; 32], "https://bedside.test", "bedside", 30).unwrap();
         let foreign = other
             .issue(TokenKind::Access, "acct", Some("sess"), "j", NOW, 900)
             .unwrap();
@@ -312,9 +315,9 @@ mod tests {
     #[test]
     fn audience_issuer_and_kind_must_match() {
         let t = token();
-        let wrong_aud = Signer::from_seed([1; 32], "https://bedside.test", "other", 30);
+        let wrong_aud = Signer::from_seed([1; 32], "https://bedside.test", "other", 30).unwrap();
         assert!(wrong_aud.verify(TokenKind::Access, &t, NOW).is_err());
-        let wrong_iss = Signer::from_seed([1; 32], "https://evil.test", "bedside", 30);
+        let wrong_iss = Signer::from_seed([1; 32], "https://evil.test", "bedside", 30).unwrap();
         assert!(wrong_iss.verify(TokenKind::Access, &t, NOW).is_err());
         assert!(signer().verify(TokenKind::Mfa, &t, NOW).is_err());
         let mfa = signer()

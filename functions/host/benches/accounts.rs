@@ -49,7 +49,7 @@ fn per_call(budget: Duration, mut f: impl FnMut()) -> Duration {
 
 fn tokens() {
     let now = Timestamp::from_secs(1_800_000_000);
-    let signer = Signer::from_seed([7; 32], "https://bedside.test", "bedside", 30);
+    let signer = Signer::from_seed([7; 32], "https://bedside.test", "bedside", 30).unwrap();
     let token = signer
         .issue(
             TokenKind::Access,
@@ -103,7 +103,7 @@ fn login_latency(argon2: Argon2Params) -> Duration {
         kek: SecretKey([2; 32]),
         pepper: SecretKey([3; 32]),
     };
-    let api = Api::new(config, keys);
+    let api = Api::new(config, keys).unwrap();
     let db = Sqlite::memory().unwrap();
     let mut seed = 0u64;
     let mut call = |path: &str, body: serde_json::Value, now: i64| {

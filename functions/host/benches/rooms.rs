@@ -251,7 +251,7 @@ impl Host {
         rooms.ping_interval = Duration::from_secs(3600);
         let outbox = dir.join("outbox.jsonl");
         let state = AppState {
-            api: Arc::new(Api::new(config, keys)),
+            api: Arc::new(Api::new(config, keys).unwrap()),
             db: Sqlite::open(&dir.join("bedside.sqlite3")).unwrap(),
             outbox: HostOutbox::File(FileSink::new(outbox.clone())),
             trusted_proxies: Arc::new(Vec::new()),

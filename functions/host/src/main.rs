@@ -106,7 +106,7 @@ async fn run(config: HostConfig) -> anyhow::Result<()> {
         },
         (None, _) => file,
     };
-    let mut api = Api::new(config.core.clone(), keys);
+    let mut api = Api::new(config.core.clone(), keys)?;
     if let Some(secret) = &config.turn_secret {
         api = api.with_turn_secret(secret.0.clone());
     }

@@ -96,7 +96,7 @@ impl Harness {
             pepper: SecretKey([3; 32]),
         };
         Self {
-            api: Api::new(config, keys),
+            api: Api::new(config, keys).unwrap(),
             db: Sqlite::memory().unwrap(),
             outbox: Capture::default(),
             now_ms: Mutex::new(START * 1000),

@@ -110,7 +110,11 @@ impl Stack {
             pepper: SecretKey([3; 32]),
         };
         let state = AppState {
-            api: Arc::new(Api::new(config, keys).with_turn_secret(TURN_SECRET.to_vec())),
+            api: Arc::new(
+                Api::new(config, keys)
+                    .unwrap()
+                    .with_turn_secret(TURN_SECRET.to_vec()),
+            ),
             db: Sqlite::open(&dir.join("bedside.sqlite3")).unwrap(),
             outbox: HostOutbox::File(FileSink::new(outbox.clone())),
             trusted_proxies: Arc::new(Vec::new()),
@@ -754,7 +758,7 @@ mod simulated {
                 pepper: SecretKey([6; 32]),
             };
             Self {
-                api: Api::new(config, keys),
+                api: Api::new(config, keys).unwrap(),
                 db: Sqlite::memory().unwrap(),
                 codes: Codes::default(),
                 now: Mutex::new(START),

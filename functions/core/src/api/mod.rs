@@ -98,22 +98,22 @@ impl<D: Database, O: Outbox> Ctx<'_, D, O> {
 }
 
 impl Api {
-    /// An API for `config` with `keys`.
-    pub fn new(config: Config, keys: Keys) -> Self {
+    /// An API for `config` with `keys`; fails only if the signing key cannot be built.
+    pub fn new(config: Config, keys: Keys) -> Result<Self, Error> {
         let signer = Signer::from_seed(
             keys.signing_seed.0,
             &config.issuer,
             &config.audience,
             config.token_leeway_secs,
-        );
-        Self {
+        )?;
+        Ok(Self {
             hasher: Hasher::new(config.argon2),
             signer,
             config,
             kek: keys.kek,
             pepper: keys.pepper,
             turn_secret: None,
-        }
+        })
     }
 
     /// Sets the secret shared with the TURN relays, from which per-participant credentials are
