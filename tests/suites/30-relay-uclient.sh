@@ -9,33 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if [ "${BEDSIDE_IN_NETNS:-}" != 1 ]; then
-  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-  for tool in turnutils_uclient turnutils_peer unshare ip openssl curl python3; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (tests/install.d/30-coturn.sh)"; exit 1; }
-  done
-  cargo build -p bedside-relay --quiet
-  exec timeout 600 unshare --net env BEDSIDE_IN_NETNS=1 bash "$0" "$@"
-fi
-
-# --- inside the namespace -------------------------------------------------------------------
-ip link set lo up
-others=$(ip -o link show | awk -F': ' '{print $2}' | grep -v '^lo$' || true)
-if [ -n "$others" ]; then
-  echo "refusing to run: interfaces other than lo present: $others"
-  exit 1
-fi
+. tests/lib/netns.sh
+loopback_namespace 600 "turnutils_uclient turnutils_peer unshare ip openssl curl python3" \
+  "bedside-relay" "$@"
 
 target_dir=${CARGO_TARGET_DIR:-target}
 relay_bin="$target_dir/debug/bedside-relay"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+suite_workdir
 
 fail() { echo "FAIL: $*"; echo "--- relay log (tail)"; tail -n 40 "$work/relay.log" || true; exit 1; }
 pass() { echo "ok: $*"; }

@@ -6,31 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if [ "${BEDSIDE_IN_NETNS:-}" != 1 ]; then
-  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-  for tool in turnserver turnutils_uclient turnutils_peer unshare ip python3; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (tests/install.d/30-coturn.sh)"; exit 1; }
-  done
-  cargo build -p bedside-host -p bedside-relay --quiet
-  exec timeout 300 unshare --net env BEDSIDE_IN_NETNS=1 bash "$0" "$@"
-fi
-
-ip link set lo up
-others=$(ip -o link show | awk -F': ' '{print $2}' | grep -v '^lo$' || true)
-if [ -n "$others" ]; then
-  echo "refusing to run: interfaces other than lo present: $others"
-  exit 1
-fi
+. tests/lib/netns.sh
+loopback_namespace 300 "turnserver turnutils_uclient turnutils_peer unshare ip python3" \
+  "bedside-host bedside-relay" "$@"
 
 target_dir=${CARGO_TARGET_DIR:-target}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+suite_workdir
 fail() {
   echo "FAIL: $*"
   for log in "$work"/*.log; do echo "--- $log"; tail -n 15 "$log"; done
