@@ -12,7 +12,9 @@
 //!
 //! and returns the [`http::Response`]. Every SQL statement lives in this crate and runs against
 //! the one schema in the repository's `migrations/` folder, so every deployment behaves alike.
-//! Changes and their audit records are written in one atomic batch.
+//! Every change that the audit log records (see [`audit::EventType`]) is written in one atomic
+//! batch with its record. Bookkeeping that is not a security event (a resent code, a rotated
+//! refresh token, a started TOTP enrolment) is written on its own.
 #![cfg_attr(
     not(test),
     deny(
